@@ -1,0 +1,136 @@
+"""``seq2seq-job`` command line: one kebab-case flag per parameter, grouped as in ``--help``.
+
+    seq2seq-job train --data-path data.csv --model google/flan-t5-small --valid-split validation
+    seq2seq-job validate --params job.json          # (or train --dry-run) check params and data, no training
+    seq2seq-job --train --data-path data.csv …      # AutoTrain style
+
+This is the only place that turns exceptions into exit codes (see job.errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from job import __version__
+from job.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, UserError
+from job.params import ENV_PREFIX, PARAMS_ENV, Seq2SeqParams
+
+log = logging.getLogger("job")
+
+COMMANDS = ("train", "validate")
+GROUPS = ("Data", "Model", "Training", "Evaluation", "Output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seq2seq-job",
+        description="Fine-tune encoder-decoder models (T5, BART, mBART, Pegasus, Marian) with Seq2SeqTrainer.",
+        epilog=f"Every parameter can also come from the environment ({ENV_PREFIX}LR=1e-4) or a JSON file "
+        f"(--params FILE, or {PARAMS_ENV}=FILE|JSON). Priority: flags > environment > JSON > defaults. "
+        f"Exit codes: {EXIT_OK} ok, {EXIT_USER_ERROR} bad input (don't retry), {EXIT_FAILURE} other failure.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,validate}")
+    for name, text in (("train", "Train, evaluate and write the outputs."),
+                       ("validate", "Check params and data, print token statistics; no training.")):  # fmt: skip
+        command = sub.add_parser(name, help=text, description=text, usage=f"seq2seq-job {name} [options]")
+        _add_param_flags(command, dry_run=name == "train")
+    return parser
+
+
+def _add_param_flags(parser: argparse.ArgumentParser, *, dry_run: bool) -> None:
+    general = parser.add_argument_group("General")
+    general.add_argument("--params", metavar="FILE", help="JSON file of parameters (lowest priority after defaults).")
+    general.add_argument("--train", action="store_true", help=argparse.SUPPRESS)  # AutoTrain's `--train`
+    general.add_argument("--verbose", action="store_true", help="Debug logging.")
+    if dry_run:
+        general.add_argument("--dry-run", action="store_true", help="Same as `validate`: check and exit.")
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for name, info in Seq2SeqParams.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        group = groups[str(extra.get("group", "Training"))]
+        default = "required" if info.is_required() else f"default: {info.get_default()!r}"
+        if name == "token":
+            default = "default: HF_TOKEN"
+        help_text = f"{info.description} ({default})".replace("%", "%%")
+        kebab = f"--{name.replace('_', '-')}"
+        for flag, target, text in ((kebab, group, help_text), (f"--{name}", parser, argparse.SUPPRESS)):
+            if flag == kebab and target is parser:
+                continue
+            if info.annotation is bool:
+                target.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                    help=text)  # fmt: skip
+            else:
+                target.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=_metavar(name, info.annotation),
+                                    help=text)  # fmt: skip
+
+
+def _metavar(name: str, annotation: Any) -> str:
+    text = str(annotation)
+    if "Literal" in text and name not in ("optimizer", "scheduler"):
+        choices = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, str)]
+        if not choices:  # Optional[Literal[...]]
+            for arg in getattr(annotation, "__args__", ()):
+                choices += [a for a in getattr(arg, "__args__", ()) if isinstance(a, str)]
+        return "{" + ",".join(choices) + "}" if choices else name.upper()
+    return name.upper()
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """Accept `seq2seq-job --train …` (AutoTrain) and a bare flag list as `train …`."""
+    if (argv and argv[0] in COMMANDS) or any(a in ("-h", "--help", "--version") for a in argv[:1]):
+        return argv
+    if not argv:
+        return ["--help"]
+    return ["train", *argv]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(_normalise_argv(list(sys.argv[1:] if argv is None else argv)))
+    from job.logs import setup_logging
+
+    setup_logging(verbose=args.verbose)
+    overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
+    try:
+        params = Seq2SeqParams.load(overrides, params_file=args.params)
+        if args.command == "validate" or getattr(args, "dry_run", False):
+            return _validate(params)
+        return _train(params)
+    except UserError as exc:
+        log.error("%s", exc)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except Exception:
+        log.exception("training failed")
+        return EXIT_FAILURE
+
+
+def _validate(params: Seq2SeqParams) -> int:
+    from job.train import validate
+
+    report = validate(params)
+    print(report.pop("table"))
+    print(json.dumps(report, indent=2))
+    log.info("Params and data are valid; nothing was trained")
+    return EXIT_OK
+
+
+def _train(params: Seq2SeqParams) -> int:
+    from job.train import train
+
+    log.info("Parameters: %s", json.dumps(params.redacted_dict(), sort_keys=True))
+    metrics = train(params)
+    summary = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    log.info("Final metrics: %s", json.dumps(summary, sort_keys=True))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""Log set-up: one plain line per record (readable in CloudWatch, Cloud Logging and kubectl logs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+from job import ranks
+
+FORMAT = "%(asctime)s %(levelname)s {where}%(name)s: %(message)s"
+
+
+def setup_logging(*, verbose: bool = False) -> None:
+    """INFO on the main process, WARNING elsewhere, so N processes don't print N copies of everything."""
+    main = ranks.is_main_process()
+    level = logging.DEBUG if verbose else logging.INFO if main else logging.WARNING
+    where = f"[rank {ranks.rank()}] " if ranks.world_size() > 1 else ""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT.format(where=where), datefmt="%Y-%m-%dT%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity(logging.WARNING if not verbose else logging.INFO)
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
+    datasets.utils.logging.set_verbosity(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge_score logs "Using default tokenizer" per call
+    if not sys.stderr.isatty():
+        transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars make noise in log viewers
+    if not main:
+        datasets.disable_progress_bars()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from datasets.map workers
+    warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")

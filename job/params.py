@@ -1,0 +1,370 @@
+"""Every parameter of a job, typed, documented and validated in one place.
+
+Sources, highest priority first::
+
+    Python kwargs / CLI flags  >  environment (SEQ2SEQ_LR=…)  >  JSON (--params FILE or SEQ2SEQ_PARAMS)  >  defaults
+
+``SEQ2SEQ_PARAMS`` holds either a path to a JSON file or the JSON itself. Environment and JSON values may be
+strings ("3" → 3, "true" → True, "none" → None), which is also how SageMaker hands hyperparameters over.
+All problems are collected and reported at once, as one :class:`~job.errors.UserError` line.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from job.errors import UserError
+
+ENV_PREFIX = "SEQ2SEQ_"
+PARAMS_ENV = ENV_PREFIX + "PARAMS"  # path to a JSON file, or inline JSON
+SECRET_FIELDS = ("token",)
+REDACTED = "***"
+
+Optimizer = Literal[
+    "adamw_torch", "adamw_torch_fused", "adafactor", "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit",
+    "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit",
+    "paged_adamw_32bit", "paged_adamw_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb",
+    "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "lomo",
+    "adalomo", "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw",
+    "stable_adamw",
+]  # fmt: skip
+Scheduler = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+    "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+]  # fmt: skip
+Strategy = Literal["epoch", "steps", "no"]
+BEST_METRICS = ("loss", "rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len")
+
+# Names users bring from transformers' examples and AutoTrain, to point them at ours.
+_HINTS = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation", "model_name_or_path": "model", "output_dir": "project_name",
+    "max_source_length": "max_seq_length", "validation_split": "valid_split", "lr_scheduler_type": "scheduler",
+    "optim": "optimizer", "train_file": "data_path", "fp16": "mixed_precision", "bf16": "mixed_precision",
+}  # fmt: skip
+
+_json_file: contextvars.ContextVar[str | None] = contextvars.ContextVar("seq2seq_params_file", default=None)
+
+
+def _field(default: Any, group: str, description: str, **kwargs: Any) -> Any:
+    return Field(default, description=description, json_schema_extra={"group": group}, **kwargs)
+
+
+class Seq2SeqParams(BaseSettings):
+    """All parameters of a fine-tuning job. Construct directly, or with :meth:`load` for CLI-style sources."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, validate_default=True, frozen=True
+    )
+
+    # --- Data -------------------------------------------------------------------------------------------
+    data_path: str = _field(
+        ..., "Data", "CSV/TSV/JSONL/JSON/Parquet file, a folder of {split}.<ext> files, a save_to_disk folder, "
+        "or a Hub dataset id (name or name:config)."
+    )  # fmt: skip
+    text_column: str = _field("text", "Data", "Column holding the input text.")
+    target_column: str = _field("target", "Data", "Column holding the target text.")
+    train_split: str = _field("train", "Data", "Training split; slices such as train[:5000] or train[:90%] work.")
+    valid_split: str | None = _field(
+        None, "Data", "Validation split (e.g. validation, validation[:500], train[90%:]); none = no evaluation."
+    )
+    max_samples: int | None = _field(None, "Data", "Keep at most this many rows of each split.", ge=1)
+    source_prefix: str = _field("", "Data", "Prepended to every input, e.g. 'summarize: ' for T5.")
+    max_seq_length: int = _field(128, "Data", "Inputs are truncated to this many tokens.", ge=1)
+    max_target_length: int = _field(128, "Data", "Targets are truncated to this many tokens.", ge=1)
+    preprocessing_num_workers: int | None = _field(None, "Data", "Processes for tokenization (datasets.map).", ge=1)
+
+    # --- Model ------------------------------------------------------------------------------------------
+    model: str = _field(
+        "google/flan-t5-base", "Model", "Hub id or local folder of the base model; builtin:t5-tiny / "
+        "builtin:bart-tiny build a tiny random model and a tokenizer trained on the data (demo only)."
+    )  # fmt: skip
+    peft: bool = _field(False, "Model", "Train LoRA adapters instead of all weights.")
+    quantization: Literal["int4", "int8", "none"] = _field(
+        "int8", "Model", "Load the base model in 8 or 4 bits (bitsandbytes); applies only with --peft."
+    )
+    lora_r: int = _field(16, "Model", "LoRA rank.", ge=1)
+    lora_alpha: int = _field(32, "Model", "LoRA alpha (scaling = alpha / r).", ge=1)
+    lora_dropout: float = _field(0.05, "Model", "LoRA dropout.", ge=0.0, lt=1.0)
+    target_modules: str = _field(
+        "all-linear", "Model", "Modules that get LoRA adapters: all-linear, or a comma-separated list (q,v)."
+    )
+    merge_adapter: bool = _field(
+        False, "Model", "With --peft, also save the base model with the adapter merged in (loadable without peft)."
+    )
+    src_lang: str | None = _field(None, "Model", "Source language code for mBART-50/M2M tokenizers, e.g. en_XX.")
+    tgt_lang: str | None = _field(
+        None, "Model", "Target language code, e.g. de_DE; also forced as the first generated token (mBART-50)."
+    )
+
+    # --- Training ---------------------------------------------------------------------------------------
+    lr: float = _field(5e-5, "Training", "Peak learning rate.", gt=0)
+    epochs: float = _field(3, "Training", "Number of training epochs.", gt=0)
+    batch_size: int = _field(2, "Training", "Per-device training batch size.", ge=1)
+    gradient_accumulation: int = _field(1, "Training", "Steps to accumulate gradients over.", ge=1)
+    optimizer: Optimizer = _field("adamw_torch", "Training", "Any optimizer the Trainer supports.")
+    scheduler: Scheduler = _field("linear", "Training", "Learning-rate schedule.")
+    warmup_ratio: float = _field(0.1, "Training", "Share of steps used for linear warmup.", ge=0.0, le=1.0)
+    weight_decay: float = _field(0.0, "Training", "Weight decay.", ge=0.0)
+    max_grad_norm: float = _field(1.0, "Training", "Gradient clipping norm.", ge=0.0)
+    seed: int = _field(42, "Training", "Random seed.")
+    mixed_precision: Literal["fp16", "bf16"] | None = _field(
+        None, "Training", "fp16 (CUDA only) or bf16 (CUDA Ampere+ or CPU); none = fp32."
+    )
+    auto_find_batch_size: bool = _field(False, "Training", "Halve the batch size on CUDA out-of-memory and retry.")
+    group_by_length: bool = _field(
+        True, "Training", "Batch inputs of similar length together (far less padding, ~2x faster on mixed lengths)."
+    )
+    logging_steps: int = _field(-1, "Training", "Log every N steps; -1 picks an interval from the number of steps.")
+    eval_strategy: Strategy = _field("epoch", "Training", "When to evaluate: epoch, steps or no.")
+    eval_steps: int | None = _field(None, "Training", "Evaluate every N steps (with eval_strategy=steps).", ge=1)
+    save_strategy: Strategy | None = _field(
+        None, "Training", "When to save checkpoints: epoch, steps or no; default = same as eval_strategy."
+    )
+    save_steps: int | None = _field(None, "Training", "Save every N steps (with save_strategy=steps).", ge=1)
+    save_total_limit: int = _field(1, "Training", "Keep at most this many checkpoints.", ge=1)
+    load_best_model_at_end: bool = _field(
+        True, "Training", "Finish with the best checkpoint by metric_for_best_model (needs evaluation)."
+    )
+    metric_for_best_model: str = _field(
+        "loss", "Training", "Metric that picks the best model and drives early stopping: " + ", ".join(BEST_METRICS)
+    )
+    early_stopping_patience: int = _field(
+        5, "Training", "Stop after this many evaluations without improvement; 0 = never stop early.", ge=0
+    )
+    early_stopping_threshold: float = _field(
+        0.01, "Training", "Minimum improvement that resets early-stopping patience.", ge=0.0
+    )
+
+    # --- Evaluation -------------------------------------------------------------------------------------
+    num_beams: int = _field(1, "Evaluation", "Beams for generation during evaluation.", ge=1)
+    generation_max_length: int | None = _field(
+        None, "Evaluation", "Max generated tokens during evaluation; default = max_target_length.", ge=1
+    )
+    eval_batch_size: int | None = _field(
+        None, "Evaluation", "Per-device evaluation batch size; default = batch_size.", ge=1
+    )
+    sort_eval_by_length: bool = _field(
+        True, "Evaluation", "Generate for the validation set in length order (less padding, faster evaluation)."
+    )
+
+    # --- Output -----------------------------------------------------------------------------------------
+    project_name: str = _field("seq2seq-output", "Output", "Output folder for the model, metrics and checkpoints.")
+    log: Literal["none", "tensorboard", "wandb", "mlflow"] = _field("none", "Output", "Experiment tracker.")
+    push_to_hub: bool = _field(False, "Output", "Push the final model to the Hub as username/project_name.")
+    username: str | None = _field(None, "Output", "Hub user or organisation to push to.")
+    token: SecretStr | None = _field(None, "Output", "Hub token (secret; HF_TOKEN works too). Never logged or saved.")
+
+    # --- validators -------------------------------------------------------------------------------------
+    @model_validator(mode="before")
+    @classmethod
+    def _nones_and_lists(cls, data: Any) -> Any:
+        """'none'/'null'/'' mean None for optional fields; JSON lists become comma-separated strings."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for key, value in data.items():
+            info = cls.model_fields.get(key)
+            if info is None:
+                continue
+            if isinstance(value, str) and value.strip().lower() in ("none", "null", "") and _accepts_none(info):
+                out[key] = None
+            elif key == "target_modules" and isinstance(value, list | tuple):
+                out[key] = ",".join(str(v) for v in value)
+        return out
+
+    @field_validator("metric_for_best_model")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        name = value.removeprefix("eval_")
+        if name not in BEST_METRICS:
+            raise ValueError(f"must be one of {', '.join(BEST_METRICS)}")
+        return name
+
+    @field_validator("target_modules")
+    @classmethod
+    def _modules(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts:
+            raise ValueError("give all-linear or a comma-separated list of module names")
+        return ",".join(parts)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Seq2SeqParams:
+        problems: list[str] = []
+        if self.mixed_precision == "fp16" and not _cuda_available():
+            problems.append("mixed_precision=fp16 needs a CUDA GPU and none is visible; use bf16 or none")
+        if self.push_to_hub and not self.username:
+            problems.append("push_to_hub needs username (the Hub user or organisation to push to)")
+        if bool(self.src_lang) != bool(self.tgt_lang):
+            problems.append("src_lang and tgt_lang go together: give both or neither")
+        if self.eval_strategy == "steps" and not self.eval_steps:
+            problems.append("eval_strategy=steps needs eval_steps")
+        if self.resolved_save_strategy == "steps" and not (self.save_steps or self.eval_steps):
+            problems.append("save_strategy=steps needs save_steps")
+        if self.evaluates and self.load_best_model_at_end and self.save_strategy not in (None, self.eval_strategy):
+            problems.append(
+                f"load_best_model_at_end needs save_strategy ({self.save_strategy}) to equal eval_strategy "
+                f"({self.eval_strategy}); set one to match or --no-load-best-model-at-end"
+            )
+        if self.log != "none" and importlib.util.find_spec(self.log) is None:
+            problems.append(f"log={self.log} needs the {self.log} package: pip install 'seq2seq-job[loggers]'")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- derived values ---------------------------------------------------------------------------------
+    @property
+    def evaluates(self) -> bool:
+        return self.valid_split is not None and self.eval_strategy != "no"
+
+    @property
+    def resolved_save_strategy(self) -> Strategy:
+        if self.save_strategy:
+            return self.save_strategy
+        return self.eval_strategy if self.valid_split and self.eval_strategy != "no" else "epoch"
+
+    @property
+    def resolved_generation_max_length(self) -> int:
+        return self.generation_max_length or self.max_target_length
+
+    @property
+    def target_module_list(self) -> str | list[str]:
+        return "all-linear" if self.target_modules == "all-linear" else self.target_modules.split(",")
+
+    @property
+    def quantized(self) -> bool:
+        """Quantization applies only to LoRA training."""
+        return self.peft and self.quantization != "none"
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Sequences per optimizer step: per-device batch × accumulation × processes (WORLD_SIZE)."""
+        return self.batch_size * self.gradient_accumulation * int(os.environ.get("WORLD_SIZE", "1"))
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.project_name)
+
+    def token_value(self) -> str | None:
+        return self.token.get_secret_value() if self.token else None
+
+    def redacted_dict(self) -> dict[str, Any]:
+        """Every resolved parameter, JSON-able, secrets replaced by '***' (for training_params.json and logs)."""
+        data = self.model_dump(mode="json")
+        for name in SECRET_FIELDS:
+            if data.get(name) is not None:
+                data[name] = REDACTED
+        return data
+
+    # --- sources ----------------------------------------------------------------------------------------
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _JsonParamsSource(settings_cls)
+
+    def __init__(self, **values: Any) -> None:
+        """Validate kwargs > env > JSON > defaults; every problem is reported in one UserError."""
+        _reject_unknown(values.keys(), "parameter")
+        _reject_unknown(_prefixed_env_names(), "environment variable", prefix=ENV_PREFIX)
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise UserError(format_validation_error(exc)) from None
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any] | None = None, *, params_file: str | None = None) -> Seq2SeqParams:
+        """Build params from overrides (CLI flags) > env > the JSON file (--params) > defaults."""
+        token = _json_file.set(params_file)
+        try:
+            return cls(**dict(overrides or {}))
+        finally:
+            _json_file.reset(token)
+
+
+class _JsonParamsSource(PydanticBaseSettingsSource):
+    """Lowest-priority source: the JSON file given by --params, or SEQ2SEQ_PARAMS (a path or inline JSON)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns everything at once
+
+    def __call__(self) -> dict[str, Any]:
+        spec = _json_file.get() or os.environ.get(PARAMS_ENV)
+        if not spec:
+            return {}
+        where = f"{PARAMS_ENV} (inline JSON)" if spec.lstrip().startswith("{") else spec
+        if spec.lstrip().startswith("{"):
+            text = spec
+        else:
+            path = Path(spec).expanduser()
+            if not path.is_file():
+                raise UserError(f"params file {spec} does not exist; pass an existing JSON file to --params")
+            text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"params file {where} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"params file {where} must hold a JSON object of parameter names to values")
+        _reject_unknown(data.keys(), f"key in {where}")
+        return data
+
+
+def _accepts_none(info: FieldInfo) -> bool:
+    return not info.is_required() and (info.default is None or "None" in str(info.annotation))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _prefixed_env_names() -> list[str]:
+    return [k[len(ENV_PREFIX) :].lower() for k in os.environ if k.upper().startswith(ENV_PREFIX) and k != PARAMS_ENV]
+
+
+def _reject_unknown(names: Any, what: str, *, prefix: str = "") -> None:
+    valid = list(Seq2SeqParams.model_fields)
+    for name in names:
+        key = str(name).replace("-", "_")
+        if key not in valid:
+            hint = [_HINTS[key]] if key in _HINTS else difflib.get_close_matches(key, valid, n=1)
+            suggestion = f"did you mean {prefix}{hint[0].upper() if prefix else hint[0]}? " if hint else ""
+            shown = f"{prefix}{str(name).upper()}" if prefix else str(name)
+            raise UserError(f"unknown {what} {shown}: {suggestion}valid names: {', '.join(valid)}")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """Turn pydantic's multi-line report into one line: 'invalid parameters: lr=-1: must be > 0; …'."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            parts.append(f"{loc} is required")
+        elif err["type"] == "literal_error":
+            allowed = msg.removeprefix("Input should be ")
+            parts.append(f"{loc}={err['input']!r} is not allowed; choose {allowed}")
+        elif loc and "input" in err and not isinstance(err["input"], dict):
+            shown = REDACTED if loc in SECRET_FIELDS else repr(err["input"])
+            parts.append(f"{loc}={shown}: {msg[:1].lower()}{msg[1:]}")
+        else:
+            parts.append(msg)
+    return "invalid parameters: " + "; ".join(parts)

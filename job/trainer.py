@@ -1,0 +1,204 @@
+"""Seq2SeqTrainingArguments, the data collator, callbacks and the Seq2SeqTrainer, built from our params."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    DataCollatorForSeq2Seq,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PrinterCallback,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+from job.metrics import build_compute_metrics
+from job.params import Seq2SeqParams
+from job.preprocess import LENGTH, TokenizedData
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+
+
+def steps_per_epoch(params: Seq2SeqParams, train_rows: int) -> int:
+    """Optimizer steps per epoch: rows / (per-device batch × accumulation × processes)."""
+    return max(1, math.ceil(train_rows / params.effective_batch_size))
+
+
+def auto_logging_steps(params: Seq2SeqParams, train_rows: int) -> int:
+    """About 25 log lines per run, at least every step and at most every 500 steps."""
+    if params.logging_steps > 0:
+        return params.logging_steps
+    total = math.ceil(steps_per_epoch(params, train_rows) * params.epochs)
+    return max(1, min(500, total // 25))
+
+
+def build_training_args(params: Seq2SeqParams, *, train_rows: int, has_eval: bool) -> Seq2SeqTrainingArguments:
+    evaluates = has_eval and params.evaluates
+    metric = "eval_" + params.metric_for_best_model
+    if params.log == "tensorboard":
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(params.output_dir / "logs"))
+    return Seq2SeqTrainingArguments(
+        output_dir=str(params.output_dir / CHECKPOINTS),
+        learning_rate=params.lr,
+        num_train_epochs=params.epochs,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.eval_batch_size or params.batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation,
+        optim=params.optimizer,
+        lr_scheduler_type=params.scheduler,
+        warmup_steps=params.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        seed=params.seed,
+        bf16=params.mixed_precision == "bf16",
+        fp16=params.mixed_precision == "fp16",
+        auto_find_batch_size=params.auto_find_batch_size,
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
+        length_column_name=LENGTH,
+        logging_strategy="steps",
+        logging_steps=auto_logging_steps(params, train_rows),
+        logging_first_step=True,
+        eval_strategy=params.eval_strategy if evaluates else "no",
+        eval_steps=params.eval_steps,
+        save_strategy=params.resolved_save_strategy,
+        save_steps=params.save_steps or params.eval_steps,
+        save_total_limit=params.save_total_limit,
+        load_best_model_at_end=evaluates and params.load_best_model_at_end,
+        metric_for_best_model=metric if evaluates else None,
+        greater_is_better=params.metric_for_best_model != "loss",
+        predict_with_generate=True,
+        generation_max_length=params.resolved_generation_max_length,
+        generation_num_beams=params.num_beams,
+        report_to=[params.log] if params.log != "none" else "none",
+        run_name=params.project_name,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Progress bars are for terminals; in a cloud log viewer ProgressLog writes one plain line per log step.
+        disable_tqdm=not sys.stderr.isatty(),
+    )
+
+
+def build_collator(tokenizer: Any, model: PreTrainedModel, params: Seq2SeqParams) -> DataCollatorForSeq2Seq:
+    """Pad each batch to its own longest row (never to the max length); labels padded with -100."""
+    return DataCollatorForSeq2Seq(
+        tokenizer,
+        model=model,
+        label_pad_token_id=-100,
+        # Tensor cores want multiples of 8 under fp16/bf16.
+        pad_to_multiple_of=8 if params.mixed_precision else None,
+    )
+
+
+def build_trainer(
+    *,
+    params: Seq2SeqParams,
+    model: PreTrainedModel,
+    tokenizer: Any,
+    data: TokenizedData,
+    callbacks: list[TrainerCallback] | None = None,
+) -> Seq2SeqTrainer:
+    args = build_training_args(params, train_rows=len(data.train), has_eval=data.valid is not None)
+    all_callbacks = list(callbacks or [])
+    if args.eval_strategy != "no" and params.early_stopping_patience > 0:
+        all_callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=params.early_stopping_patience,
+                early_stopping_threshold=params.early_stopping_threshold,
+            )
+        )
+    elif params.early_stopping_patience > 0:
+        log.info("Early stopping is off: it needs evaluation (valid_split and eval_strategy != no)")
+    if data.valid is None:
+        log.info("No valid_split: training without evaluation; metrics.json will hold training figures only")
+    elif args.eval_strategy == "no":
+        log.info("eval_strategy=no: the validation split is evaluated once, after training")
+    log.info(
+        "Effective batch size %d = %d per device × %d accumulation × %d processes; %d steps per epoch",
+        params.effective_batch_size, params.batch_size, params.gradient_accumulation,
+        int(os.environ.get("WORLD_SIZE", "1")), steps_per_epoch(params, len(data.train)),
+    )  # fmt: skip
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        data_collator=build_collator(tokenizer, model, params),
+        train_dataset=data.train,
+        eval_dataset=data.valid,
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tokenizer),
+        callbacks=[*all_callbacks, ProgressLog()],
+    )
+    if args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # ProgressLog already prints each log step as one line
+    return trainer
+
+
+class ProgressLog(TrainerCallback):
+    """One readable line per logging step: step/total, percent, elapsed, ETA and the logged values."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        self.started = time.monotonic()
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not state.max_steps:
+            return
+        elapsed = time.monotonic() - self.started
+        done = state.global_step / state.max_steps
+        eta = elapsed / done - elapsed if done > 0 else 0.0
+        values = " ".join(f"{k}={_short(v)}" for k, v in (kwargs.get("logs") or {}).items() if k != "epoch")
+        log.info(
+            "step %d/%d (%.0f%%) epoch %.2f elapsed %s eta %s %s", state.global_step, state.max_steps, 100 * done,
+            state.epoch or 0.0, _duration(elapsed), _duration(eta), values,
+        )  # fmt: skip
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class OnEvaluate(TrainerCallback):
+    """Calls ``fn(metrics, state)`` on the main process after each evaluation (e.g. to rewrite metrics.json)."""
+
+    def __init__(self, fn: Callable[[dict[str, float], TrainerState], None]) -> None:
+        self.fn = fn
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            self.fn(dict(kwargs.get("metrics") or {}), state)
+
+
+class OnCheckpoint(TrainerCallback):
+    """Calls ``fn(checkpoint_dir)`` on the main process once the Trainer has fully written a checkpoint."""
+
+    def __init__(self, fn: Callable[[Path], None]) -> None:
+        self.fn = fn
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():
+                self.fn(checkpoint)
