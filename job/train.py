@@ -50,6 +50,7 @@ def train(params: Seq2SeqParams) -> dict[str, Any]:
         ],
     )
     result = trainer.train()
+    trainer.remove_callback(OnEvaluate)  # the final evaluation below is reported once, as the final metrics
 
     final: dict[str, Any] = dict(result.metrics)
     # Every row is seen once per epoch, so tokens processed = tokens per epoch × epochs run.

@@ -52,7 +52,8 @@ def test_rouge_lsum_uses_sentence_splits() -> None:
 
 
 def test_split_sentences_without_nltk() -> None:
-    assert split_sentences("Hello there. How are you? Fine! Thanks.") == ["Hello there.", "How are you?", "Fine!", "Thanks."]
+    expected = ["Hello there.", "How are you?", "Fine!", "Thanks."]
+    assert split_sentences("Hello there. How are you? Fine! Thanks.") == expected
     assert split_sentences("Dr. Smith met Mr. Jones at 5 p.m. today. Then left.") == [
         "Dr. Smith met Mr. Jones at 5 p.m. today.",
         "Then left.",

@@ -10,15 +10,6 @@ from job.errors import UserError
 from job.params import Seq2SeqParams
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.upper().startswith("SEQ2SEQ_"):
-            monkeypatch.delenv(key)
-
-
 def test_defaults_match_the_documented_ones() -> None:
     p = Seq2SeqParams(data_path="d.csv")
     expected = dict(
@@ -141,7 +132,7 @@ def test_bad_params_file(tmp_path) -> None:
         Seq2SeqParams.load(params_file=str(tmp_path / "missing.json"))
     bad = tmp_path / "bad.json"
     bad.write_text('{"data_path": "x",\n "lr": }')
-    with pytest.raises(UserError, match="not valid JSON.*line 2"):
+    with pytest.raises(UserError, match=r"not valid JSON.*line 2"):
         Seq2SeqParams.load(params_file=str(bad))
     listy = tmp_path / "list.json"
     listy.write_text("[1, 2]")
@@ -169,4 +160,5 @@ def test_derived_values(monkeypatch) -> None:
     assert p.effective_batch_size == 64
     assert p.resolved_generation_max_length == 64
     assert p.resolved_save_strategy == "epoch" and not p.evaluates
-    assert Seq2SeqParams(data_path="x", valid_split="v", eval_strategy="steps", eval_steps=3).resolved_save_strategy == "steps"
+    stepwise = Seq2SeqParams(data_path="x", valid_split="v", eval_strategy="steps", eval_steps=3)
+    assert stepwise.resolved_save_strategy == "steps"
