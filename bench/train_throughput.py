@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-WORDS = (
-    "market report city river council school budget energy water storm police health train bridge festival "
-    "museum farmer harvest election court hospital teacher student science music theatre football weather "
-    "company profit worker strike airport road village mountain forest ocean island north south east west "
-    "morning evening monday friday summer winter new old big small red green local national minister mayor"
-).split()
+_WORD_LINES = (
+    "market report city river council school budget energy water storm police health train bridge festival",
+    "museum farmer harvest election court hospital teacher student science music theatre football weather",
+    "company profit worker strike airport road village mountain forest ocean island north south east west",
+    "morning evening monday friday summer winter new old big small red green local national minister mayor",
+)
+WORDS = " ".join(_WORD_LINES).split()
 
 
 def make_workload(rows: int, seed: int) -> list[dict[str, str]]:
