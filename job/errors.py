@@ -13,6 +13,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USER_ERROR = 2
+EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped by the platform after saving a checkpoint; retry resumes
 
 
 class UserError(Exception):

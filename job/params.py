@@ -160,6 +160,9 @@ class Seq2SeqParams(BaseSettings):
 
     # --- Output -----------------------------------------------------------------------------------------
     project_name: str = _field("seq2seq-output", "Output", "Output folder for the model, metrics and checkpoints.")
+    checkpoint_dir: str | None = _field(
+        None, "Output", "Checkpoint folder; default project_name/checkpoints (SageMaker: /opt/ml/checkpoints)."
+    )
     log: Literal["none", "tensorboard", "wandb", "mlflow"] = _field("none", "Output", "Experiment tracker.")
     push_to_hub: bool = _field(False, "Output", "Push the final model to the Hub as username/project_name.")
     username: str | None = _field(None, "Output", "Hub user or organisation to push to.")
@@ -255,6 +258,10 @@ class Seq2SeqParams(BaseSettings):
     @property
     def output_dir(self) -> Path:
         return Path(self.project_name)
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else self.output_dir / "checkpoints"
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None

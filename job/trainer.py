@@ -31,9 +31,6 @@ from job.preprocess import LENGTH, TokenizedData
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-
-
 def steps_per_epoch(params: Seq2SeqParams, train_rows: int) -> int:
     """Optimizer steps per epoch: rows / (per-device batch × accumulation × processes)."""
     return max(1, math.ceil(train_rows / params.effective_batch_size))
@@ -53,7 +50,7 @@ def build_training_args(params: Seq2SeqParams, *, train_rows: int, has_eval: boo
     if params.log == "tensorboard":
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(params.output_dir / "logs"))
     return Seq2SeqTrainingArguments(
-        output_dir=str(params.output_dir / CHECKPOINTS),
+        output_dir=str(params.checkpoints_dir),
         learning_rate=params.lr,
         num_train_epochs=params.epochs,
         per_device_train_batch_size=params.batch_size,
