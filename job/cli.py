@@ -22,7 +22,7 @@ from job.params import ENV_PREFIX, PARAMS_ENV, Seq2SeqParams
 
 log = logging.getLogger("job")
 
-COMMANDS = ("train", "validate")
+COMMANDS = ("train", "validate", "predict")
 GROUPS = ("Data", "Model", "Training", "Evaluation", "Output")
 
 
@@ -35,12 +35,28 @@ def build_parser() -> argparse.ArgumentParser:
         f"Exit codes: {EXIT_OK} ok, {EXIT_USER_ERROR} bad input (don't retry), {EXIT_FAILURE} other failure.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,validate}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,validate,predict}")
     for name, text in (("train", "Train, evaluate and write the outputs."),
                        ("validate", "Check params and data, print token statistics; no training.")):  # fmt: skip
         command = sub.add_parser(name, help=text, description=text, usage=f"seq2seq-job {name} [options]")
         _add_param_flags(command, dry_run=name == "train")
+    _add_predict(sub)
     return parser
+
+
+def _add_predict(sub: Any) -> None:
+    text = "Generate with a trained output folder (inputs from --text or --input-file; JSON lines out)."
+    command = sub.add_parser("predict", help=text, description=text, usage="seq2seq-job predict [options]")
+    command.add_argument("--model-dir", required=True, help="A finished project_name folder (model or adapter).")
+    command.add_argument("--text", action="append", default=[], help="An input text (repeatable).")
+    command.add_argument("--input-file", help=".txt (one input per line), .csv, .tsv, .jsonl, .json or .parquet.")
+    command.add_argument("--text-column", default="text", help="Column of --input-file holding the inputs.")
+    command.add_argument("--output", help="Write JSON lines here instead of stdout.")
+    command.add_argument("--batch-size", type=int, default=16)
+    command.add_argument("--max-new-tokens", type=int, help="Default: the training run's generation length.")
+    command.add_argument("--num-beams", type=int, help="Default: the training run's num_beams.")
+    command.add_argument("--source-prefix", help="Default: the training run's source_prefix.")
+    command.add_argument("--verbose", action="store_true", help="Debug logging.")
 
 
 def _add_param_flags(parser: argparse.ArgumentParser, *, dry_run: bool) -> None:
@@ -97,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(verbose=args.verbose)
     overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
     try:
+        if args.command == "predict":
+            return _predict(args)
         params = Seq2SeqParams.load(overrides, params_file=args.params)
         if args.command == "validate" or getattr(args, "dry_run", False):
             return _validate(params)
@@ -108,8 +126,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("interrupted")
         return 130
     except Exception:
-        log.exception("training failed")
+        log.exception("%s failed", args.command)
         return EXIT_FAILURE
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from job.predict import predict, read_inputs, write_outputs
+
+    texts = list(args.text) + (read_inputs(Path(args.input_file), args.text_column) if args.input_file else [])
+    if not texts:
+        raise UserError("predict needs inputs: --text 'some text' (repeatable) or --input-file FILE")
+    predictions = predict(texts, model_dir=Path(args.model_dir), batch_size=args.batch_size,
+                          max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                          source_prefix=args.source_prefix)  # fmt: skip
+    write_outputs(Path(args.output) if args.output else None, texts, predictions)
+    return EXIT_OK
 
 
 def _validate(params: Seq2SeqParams) -> int:

@@ -47,8 +47,6 @@ def auto_logging_steps(params: Seq2SeqParams, train_rows: int) -> int:
 def build_training_args(params: Seq2SeqParams, *, train_rows: int, has_eval: bool) -> Seq2SeqTrainingArguments:
     evaluates = has_eval and params.evaluates
     metric = "eval_" + params.metric_for_best_model
-    if params.log == "tensorboard":
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(params.output_dir / "logs"))
     return Seq2SeqTrainingArguments(
         output_dir=str(params.checkpoints_dir),
         learning_rate=params.lr,
@@ -140,6 +138,10 @@ def build_trainer(
     )
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # ProgressLog already prints each log step as one line
+    for callback in trainer.callback_handler.callbacks:
+        # TensorBoard events go to project_name/logs unless TENSORBOARD_LOGGING_DIR says otherwise (e.g. Vertex).
+        if type(callback).__name__ == "TensorBoardCallback" and getattr(callback, "logging_dir", 1) is None:
+            callback.logging_dir = str(params.output_dir / "logs")
     return trainer
 
 

@@ -96,6 +96,20 @@ def test_autotrain_style_train_flag_env_and_params_file(tmp_path, keywords_task_
     assert metrics["status"] == "completed" and metrics["epoch"] == pytest.approx(1.0)
     assert "Final metrics" in result.stderr
 
+    # predict with the finished folder: inputs from a file and flags, outputs in input order
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("red cat sat\nthe small blue bird sang over the green garden today\n")  # longest last
+    predicted = tmp_path / "pred.jsonl"
+    result = run_cli("predict", "--model-dir", str(out), "--input-file", str(inputs), "--text", "one dog",
+                     "--output", str(predicted))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in predicted.read_text().splitlines()]
+    long_text = "the small blue bird sang over the green garden today"
+    assert [r["text"] for r in rows] == ["one dog", "red cat sat", long_text]
+    assert all(isinstance(r["prediction"], str) for r in rows)
+    missing = run_cli("predict", "--model-dir", str(tmp_path / "none"), "--text", "x")
+    assert missing.returncode == 2 and "holds no model" in missing.stderr
+
 
 @pytest.mark.slow
 def test_bundled_demo_runs_and_rouge_rises(tmp_path) -> None:

@@ -142,11 +142,13 @@ def test_no_validation_split_trains_without_evaluation(tiny_t5_dir, keywords_tas
     out = tmp_path / "noeval"
     with caplog.at_level("INFO"):
         metrics = train(Seq2SeqParams(data_path=str(keywords_task_dir / "train.csv"), model=str(tiny_t5_dir),
-                                      project_name=str(out), epochs=1, batch_size=16, max_samples=32))  # fmt: skip
-    assert "No valid_split" in caplog.text
+                                      project_name=str(out), epochs=1, batch_size=16, max_samples=32,
+                                      optimizer="adafactor", scheduler="cosine", log="tensorboard"))  # fmt: skip
+    assert "No valid_split" in caplog.text and "Early stopping is off" in caplog.text
     assert metrics["evaluations"] == [] and "eval_rouge1" not in metrics
     assert metrics["train_samples_per_second"] > 0
     assert manifest.verify(out)
+    assert list((out / "logs").rglob("events.out.tfevents.*")), "tensorboard wrote no event file"
 
 
 def test_builtin_demo_model_and_steps_strategy(keywords_task_dir, tmp_path) -> None:
