@@ -98,9 +98,7 @@ def make_example(rng: random.Random) -> tuple[str, str]:
     return text + ".", target
 
 
-def generate(
-    n_train: int = TRAIN_ROWS, n_valid: int = VALID_ROWS, seed: int = 0
-) -> dict[str, list[tuple[str, str]]]:
+def generate(n_train: int = TRAIN_ROWS, n_valid: int = VALID_ROWS, seed: int = 0) -> dict[str, list[tuple[str, str]]]:
     """Return ``{"train": [...], "validation": [...]}`` of distinct ``(text, target)`` pairs."""
     rng = random.Random(seed)
     seen: set[str] = set()

@@ -186,9 +186,7 @@ def _save(model: Any, tokenizer: Any, out_dir: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- models
 
 
-def _build_t5(
-    *, chunks: list[str], out_dir: Path, vocab_size: int, seed: int, languages: tuple[str, ...]
-) -> None:
+def _build_t5(*, chunks: list[str], out_dir: Path, vocab_size: int, seed: int, languages: tuple[str, ...]) -> None:
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
     spm_ids = {"pad_id": 0, "eos_id": 1, "unk_id": 2, "bos_id": -1}
@@ -219,9 +217,7 @@ def _build_t5(
     _save(_seeded_model(T5ForConditionalGeneration, config, seed), tokenizer, out_dir)
 
 
-def _build_bart(
-    *, chunks: list[str], out_dir: Path, vocab_size: int, seed: int, languages: tuple[str, ...]
-) -> None:
+def _build_bart(*, chunks: list[str], out_dir: Path, vocab_size: int, seed: int, languages: tuple[str, ...]) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import BartConfig, BartForConditionalGeneration, BartTokenizer
 
@@ -253,9 +249,7 @@ def _build_bart(
     _save(_seeded_model(BartForConditionalGeneration, config, seed), tokenizer, out_dir)
 
 
-def _build_mbart(
-    *, chunks: list[str], out_dir: Path, vocab_size: int, seed: int, languages: tuple[str, ...]
-) -> None:
+def _build_mbart(*, chunks: list[str], out_dir: Path, vocab_size: int, seed: int, languages: tuple[str, ...]) -> None:
     from transformers import MBart50Tokenizer, MBartConfig, MBartForConditionalGeneration
 
     unknown = [code for code in languages if code not in MBART50_LANGUAGE_CODES]
@@ -293,9 +287,7 @@ def _build_mbart(
     _save(_seeded_model(MBartForConditionalGeneration, config, seed), tokenizer, out_dir)
 
 
-def _build_marian(
-    *, chunks: list[str], out_dir: Path, vocab_size: int, seed: int, languages: tuple[str, ...]
-) -> None:
+def _build_marian(*, chunks: list[str], out_dir: Path, vocab_size: int, seed: int, languages: tuple[str, ...]) -> None:
     import warnings
 
     from transformers import MarianConfig, MarianMTModel, MarianTokenizer

@@ -14,16 +14,19 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from job import __version__
-from job.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, UserError
+from job.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, UserError, disk_full
 from job.params import ENV_PREFIX, PARAMS_ENV, Seq2SeqParams
+from job.platform import apply_platform, write_failure
+from job.storage import StorageError
 
 log = logging.getLogger("job")
 
 COMMANDS = ("train", "validate", "predict")
-GROUPS = ("Data", "Model", "Training", "Evaluation", "Output")
+GROUPS = ("Data", "Model", "Training", "Evaluation", "Output", "Storage", "Resilience", "Distributed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune encoder-decoder models (T5, BART, mBART, Pegasus, Marian) with Seq2SeqTrainer.",
         epilog=f"Every parameter can also come from the environment ({ENV_PREFIX}LR=1e-4) or a JSON file "
         f"(--params FILE, or {PARAMS_ENV}=FILE|JSON). Priority: flags > environment > JSON > defaults. "
-        f"Exit codes: {EXIT_OK} ok, {EXIT_USER_ERROR} bad input (don't retry), {EXIT_FAILURE} other failure.",
+        f"Exit codes: {EXIT_OK} ok, {EXIT_USER_ERROR} bad input (don't retry), {EXIT_FAILURE} other failure, "
+        f"{EXIT_PREEMPTED} stopped by SIGTERM/SIGINT after saving a checkpoint (retry resumes).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,validate,predict}")
@@ -112,21 +116,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(verbose=args.verbose)
     overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
+    volumes: list[Path] = []  # where the job writes: a failure there with no space left is reported as disk full
     try:
         if args.command == "predict":
             return _predict(args)
+        # SageMaker hyperparameters, data channels and folders, Vertex AIP_* folders (job.platform).
+        overrides = apply_platform(overrides, params_file=args.params)
         params = Seq2SeqParams.load(overrides, params_file=args.params)
+        volumes = [params.output_dir, params.checkpoints_dir]
         if args.command == "validate" or getattr(args, "dry_run", False):
             return _validate(params)
         return _train(params)
     except UserError as exc:
         log.error("%s", exc)
+        write_failure(str(exc))  # where the platform shows it: /opt/ml/output/failure, /dev/termination-log
         return EXIT_USER_ERROR
+    except Preempted as exc:  # SIGTERM/SIGINT: checkpoint saved and uploaded; the platform's retry resumes
+        log.warning("%s", exc)
+        return EXIT_PREEMPTED
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    except Exception:
+    except StorageError as exc:  # storage still failing after the client's retries: one line, retryable (exit 1)
+        log.error("%s", exc)
+        write_failure(str(exc))
+        return EXIT_FAILURE
+    except Exception as exc:
+        if full := disk_full(exc, volumes):  # retryable: a retry may get a node with space
+            log.error("%s", full)
+            write_failure(full)
+            return EXIT_FAILURE
         log.exception("%s failed", args.command)
+        write_failure(f"{args.command} failed: {type(exc).__name__}: {exc}")
         return EXIT_FAILURE
 
 
@@ -156,10 +177,16 @@ def _validate(params: Seq2SeqParams) -> int:
 
 
 def _train(params: Seq2SeqParams) -> int:
-    from job.train import train
+    from job import resume, storage
 
     log.info("Parameters: %s", json.dumps(params.redacted_dict(), sort_keys=True))
-    metrics = train(params)
+    storage.configure(s3_endpoint_url=params.s3_endpoint_url)
+    # A retried pod of a finished job: exit 0 in a second, before importing torch/transformers (job.train).
+    metrics = None if params.overwrite else resume.finished_outputs(params)
+    if metrics is None:
+        from job.train import train
+
+        metrics = train(params)
     summary = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     log.info("Final metrics: %s", json.dumps(summary, sort_keys=True))
     return EXIT_OK

@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from job.errors import UserError
+from job.errors import UserError, exception_chain
 
 logger = logging.getLogger(__name__)
 
@@ -155,19 +155,9 @@ def parse_split(expr: str, param: str) -> SplitSpec:
 
 
 # ----------------------------------------------------------------------------------------------- diagnostics
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception and its causes/contexts, outermost first."""
-    out: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in out:
-        out.append(current)
-        current = current.__cause__ or current.__context__
-    return out
-
-
 def _short(exc: BaseException, *, innermost: bool = True) -> str:
     """One short line describing ``exc``: its innermost (or outermost) cause that has a message."""
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     for err in reversed(chain) if innermost else chain:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         if lines:
@@ -249,7 +239,7 @@ def _scan_json_document(path: Path) -> str | None:
 def _file_error(path: Path, exc: BaseException) -> UserError | None:
     """Turn a failure to read data file ``path`` into a UserError (``None``: not the data's fault)."""
     ext = path.suffix.lower()
-    chain = _chain(exc)
+    chain = exception_chain(exc)
     if any(
         isinstance(err, (pd.errors.EmptyDataError, StopIteration))
         or (isinstance(err, ValueError) and "corresponds to no data" in str(err))
@@ -270,9 +260,7 @@ def _file_error(path: Path, exc: BaseException) -> UserError | None:
             reason = " ".join(str(parser).split()).replace("Error tokenizing data. C error: ", "")
             eof = re.search(r"EOF inside string starting at row (\d+)", reason)
             if eof:  # pandas counts rows from 0 (the header); people count lines from 1
-                reason = (
-                    f'a quoted field opened near line {int(eof.group(1)) + 1} is never closed (missing ")'
-                )
+                reason = f'a quoted field opened near line {int(eof.group(1)) + 1} is never closed (missing ")'
             delimiter = "commas" if ext == ".csv" else "tabs"
             return UserError(
                 f"data file '{path}' is not a valid {kind} file: {reason}; fix that line (quote fields that "
@@ -346,8 +334,7 @@ def _read_file(path: Path, *, cache_dir: str | None, num_proc: int | None) -> da
     ext = path.suffix.lower()
     if ext not in DATA_EXTENSIONS:
         raise UserError(
-            f"data file '{path}' has unsupported extension '{path.suffix}'; "
-            f"use one of {', '.join(DATA_EXTENSIONS)}"
+            f"data file '{path}' has unsupported extension '{path.suffix}'; use one of {', '.join(DATA_EXTENSIONS)}"
         )
     if path.stat().st_size == 0:
         raise UserError(f"data file '{path}' is empty (0 bytes): it has no rows")
@@ -422,7 +409,8 @@ class _Source:
         if "://" in data_path:
             raise UserError(
                 f"data_path '{data_path}' is a URI; load_data reads local files, folders and Hub dataset "
-                "ids: download the data first and pass the local path"
+                "ids: pass s3:// and gs:// through job.storage.localize first (train() does), download any "
+                "other URI and pass the local path"
             )
         path = Path(os.path.expanduser(data_path)).absolute()
         if path.is_file():
@@ -588,9 +576,7 @@ def _to_text_batch(batch: dict[str, list[Any]], columns: list[str], labels: dict
     return out
 
 
-def _check_values(
-    dataset: datasets.Dataset, column: str, param: str, spec: SplitSpec, where: str, offset: int
-) -> None:
+def _check_values(dataset: datasets.Dataset, column: str, param: str, spec: SplitSpec, where: str, offset: int) -> None:
     """Raise a UserError at the first value of ``column`` that is not None/str/int/float/bool."""
     index = 0
     for batch in dataset.select_columns([column]).iter(batch_size=1000):
@@ -675,9 +661,7 @@ def _prepare(
     where = source.describe(spec.base)
     start, end = spec.bounds(len(base))
     if end <= start:
-        raise UserError(
-            f"{param}={spec.expr!r} selects no rows: split '{spec.base}' in {where} has {len(base)} rows"
-        )
+        raise UserError(f"{param}={spec.expr!r} selects no rows: split '{spec.base}' in {where} has {len(base)} rows")
     dataset = base if (start, end) == (0, len(base)) else base.select(range(start, end))
     rows_read = len(dataset)
 
@@ -781,9 +765,7 @@ def load_data(
         if not isinstance(value, str) or not value:
             raise UserError(f"{param} must be a non-empty column name, got {value!r}")
     if text_column == target_column:
-        raise UserError(
-            f"text_column and target_column are both '{text_column}'; they must name two different columns"
-        )
+        raise UserError(f"text_column and target_column are both '{text_column}'; they must name two different columns")
     bad_max = isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
     if max_samples is not None and bad_max:
         raise UserError(f"max_samples must be a positive integer or unset, got {max_samples!r}")
@@ -800,9 +782,7 @@ def load_data(
         )
 
     options = {"text_column": text_column, "target_column": target_column, "max_samples": max_samples}
-    train, train_report, train_range = _prepare(
-        source, train_spec, param="train_split", role="train", **options
-    )
+    train, train_report, train_range = _prepare(source, train_spec, param="train_split", role="train", **options)
     reports = {"train": train_report}
     valid = None
     if valid_spec is not None:

@@ -27,6 +27,7 @@ import torch
 
 from job import manifest
 from job.params import Seq2SeqParams
+from job.storage import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ class Outputs:
         self.root = params.output_dir
         self.evaluations: list[dict[str, Any]] = []
         self.summary: dict[str, Any] = {}  # data statistics and other facts recorded in metrics.json
+        self.publisher = Publisher(  # mirrors this folder to output_uri (S3/GCS/local); rank 0 only
+            params.output_uri, local_root=self.root, checkpoints_dir=params.checkpoints_dir,
+            save_total_limit=params.save_total_limit,
+        )  # fmt: skip
 
     # --- lifecycle --------------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -52,23 +57,32 @@ class Outputs:
         self.root.mkdir(parents=True, exist_ok=True)
         manifest.clear_manifest(self.root)
         manifest.write_json_atomic(self.root / PARAMS, self.params.redacted_dict())
+        self.publisher.begin()  # fails fast on a missing bucket or bad credentials, before any training
 
     def checkpoint_saved(self, checkpoint: Path) -> None:
         manifest.write_manifest(checkpoint, kind="checkpoint")
         log.info("Checkpoint %s complete", checkpoint.name)
+        self.publisher.publish_checkpoint(checkpoint)  # in the background; manifest uploaded last
 
     def evaluation_done(self, metrics: dict[str, float], *, step: int, epoch: float | None) -> None:
         self.evaluations.append({"step": step, "epoch": epoch, **metrics})
         self.write_metrics({}, status="running")
+        self.publisher.publish_file(self.root / METRICS)
 
     def write_metrics(self, final: dict[str, Any], *, status: str) -> dict[str, Any]:
         data = {"status": status, **final, "evaluations": self.evaluations, **self.summary, **environment()}
         manifest.write_json_atomic(self.root / METRICS, data)
         return data
 
-    def finish(self, *, final: dict[str, Any], trainer: Any, tokenizer: Any, base_model: str) -> dict[str, Any]:
-        """Write the model, tokenizer, metrics and card, then the manifest that marks the folder complete."""
-        trainer.save_model(str(self.root))  # the best model when load_best_model_at_end; the adapter with PEFT
+    def finish(
+        self, *, final: dict[str, Any], trainer: Any, tokenizer: Any, base_model: str, model_saved: bool = False
+    ) -> dict[str, Any]:
+        """Write the model, tokenizer, metrics and card, then the manifest that marks the folder complete.
+
+        ``model_saved``: the caller already ran ``trainer.save_model`` on every rank (as ZeRO-3 requires).
+        """
+        if not model_saved:
+            trainer.save_model(str(self.root))  # the best model when load_best_model_at_end; the adapter with PEFT
         tokenizer.save_pretrained(str(self.root))
         if self.params.peft and self.params.merge_adapter:
             save_merged(self.root, self.root / MERGED, base_model=base_model, params=self.params)
@@ -77,6 +91,7 @@ class Outputs:
         (self.root / CARD).write_text(model_card(self.params, data, base_model=base_model), encoding="utf-8")
         manifest.write_manifest(self.root, kind="model", exclude=NOT_IN_MANIFEST)
         log.info("Outputs complete in %s", self.root)
+        self.publisher.publish_final()  # waits for background uploads, then the final folder, manifest last
         return data
 
 

@@ -10,6 +10,7 @@ import warnings
 from job import ranks
 
 FORMAT = "%(asctime)s %(levelname)s {where}%(name)s: %(message)s"
+SECRET_LEAKING_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "google.auth", "google.cloud")
 
 
 def setup_logging(*, verbose: bool = False) -> None:
@@ -31,6 +32,10 @@ def setup_logging(*, verbose: bool = False) -> None:
     transformers.utils.logging.enable_propagation()
     datasets.utils.logging.set_verbosity(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.WARNING)  # rouge_score logs "Using default tokenizer" per call
+    # Their DEBUG records print signed request headers (the AWS access key id, x-amz-security-token): never
+    # below INFO, even with --verbose (tests/test_secrets.py).
+    for name in SECRET_LEAKING_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
     if not sys.stderr.isatty():
         transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars make noise in log viewers
     if not main:

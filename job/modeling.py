@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from job.builtin_models import build_builtin_model, is_builtin
 from job.data import SOURCE, TARGET, DataBundle
+from job.distributed import build_once
 from job.errors import UserError
 from job.params import Seq2SeqParams
 
@@ -25,7 +28,10 @@ def resolve_model_source(params: Seq2SeqParams, data: DataBundle, *, work_dir: P
     out_dir = work_dir / "base_model"
     texts = [*data.train[SOURCE], *data.train[TARGET]]
     log.info("Building %s: a tiny random model with a tokenizer trained on the data (demo only)", params.model)
-    build_builtin_model(params.model, texts=texts, out_dir=out_dir, seed=params.seed)
+    # All processes of a node start here together: one builds (under a file lock), the others reuse its folder.
+    key = hashlib.sha256(json.dumps([params.model, params.seed, texts]).encode()).hexdigest()
+    build_once(out_dir, key=key, build=lambda: build_builtin_model(params.model, texts=texts, out_dir=out_dir,
+                                                                   seed=params.seed))  # fmt: skip
     return str(out_dir)
 
 

@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from job.errors import UserError
+from job.storage import uri_problem
 
 ENV_PREFIX = "SEQ2SEQ_"
 PARAMS_ENV = ENV_PREFIX + "PARAMS"  # path to a JSON file, or inline JSON
@@ -168,6 +169,41 @@ class Seq2SeqParams(BaseSettings):
     username: str | None = _field(None, "Output", "Hub user or organisation to push to.")
     token: SecretStr | None = _field(None, "Output", "Hub token (secret; HF_TOKEN works too). Never logged or saved.")
 
+    # --- Storage: object storage and the Hub (job/storage/, job/hub.py, docs/storage.md) -----------------------
+    output_uri: str | None = _field(
+        None, "Storage", "Also publish outputs here: s3://bucket/prefix, gs://bucket/prefix or a local folder. "
+        "Checkpoints as saved, metrics.json after each evaluation, the final model at the end; manifest.json last."
+    )  # fmt: skip
+    cache_dir: str | None = _field(
+        None, "Storage", "Local folder for s3:// and gs:// inputs (reused while unchanged); default "
+        "$HF_HOME/seq2seq-job/remote."
+    )  # fmt: skip
+    s3_endpoint_url: str | None = _field(
+        None, "Storage", "S3-compatible endpoint (MinIO, Ceph, R2), e.g. http://minio:9000; default "
+        "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS."
+    )  # fmt: skip
+    hub_private: bool = _field(True, "Output", "With push_to_hub: create the repo private (--no-hub-private: public).")
+
+    # --- Resilience: preemption, resume, idempotent reruns (job/resume.py, job/preemption.py, docs/reliability.md)
+    resume: str = _field(
+        "auto", "Resilience", "auto: continue from the latest complete checkpoint (checkpoint folder, platform "
+        "checkpoint folder or output_uri); never: start from step 0; or a checkpoint folder/URI (or a folder of them)."
+    )  # fmt: skip
+    overwrite: bool = _field(
+        False, "Resilience", "Train again even if project_name already holds complete outputs (otherwise the job "
+        "exits 0 at once without training)."
+    )  # fmt: skip
+
+    # --- Distributed: processes, nodes, DeepSpeed (job/launch.py, job/distributed.py, docs/scaling.md) ---------
+    num_processes: int | None = _field(
+        None, "Distributed", "Processes per node that `python -m job.launch` starts; default one per GPU (1 on "
+        "CPU). E.g. 2 on CPU runs two gloo processes.", ge=1
+    )  # fmt: skip
+    deepspeed: str | None = _field(
+        None, "Distributed", "DeepSpeed ZeRO: zero2, zero3, zero3_offload (deepspeed_configs/*.json) or a path to "
+        "your own DeepSpeed JSON (use \"auto\" for values the Trainer owns). Needs job.launch."
+    )  # fmt: skip
+
     # --- validators -------------------------------------------------------------------------------------
     @model_validator(mode="before")
     @classmethod
@@ -193,6 +229,14 @@ class Seq2SeqParams(BaseSettings):
         if name not in BEST_METRICS:
             raise ValueError(f"must be one of {', '.join(BEST_METRICS)}")
         return name
+
+    @field_validator("resume")
+    @classmethod
+    def _resume(cls, value: str) -> str:
+        spec = value.strip()
+        if not spec:
+            raise ValueError("give auto, never, or the path/URI of a checkpoint")
+        return spec.lower() if spec.lower() in ("auto", "never") else spec
 
     @field_validator("target_modules")
     @classmethod
@@ -220,8 +264,26 @@ class Seq2SeqParams(BaseSettings):
                 f"load_best_model_at_end needs save_strategy ({self.save_strategy}) to equal eval_strategy "
                 f"({self.eval_strategy}); set one to match or --no-load-best-model-at-end"
             )
+        if self.save_steps and self.resolved_save_strategy != "steps":  # resilience: save_steps is never ignored
+            problems.append(f"save_steps={self.save_steps} needs save_strategy=steps (it is "
+                            f"{self.resolved_save_strategy}); add --save-strategy steps")  # fmt: skip
+        if (self.evaluates and self.load_best_model_at_end and self.eval_strategy == "steps" and self.eval_steps
+                and self.save_steps and self.save_steps % self.eval_steps):  # fmt: skip
+            problems.append(f"load_best_model_at_end needs save_steps ({self.save_steps}) to be a multiple of "
+                            f"eval_steps ({self.eval_steps})")  # fmt: skip
+        if self.resume not in ("auto", "never") and (problem := uri_problem(self.resume, "resume")):
+            problems.append(problem)
+        elif self.resume not in ("auto", "never") and not Path(self.resume).expanduser().exists():  # local path
+            problems.append(f"resume={self.resume}: no such folder; give a checkpoint-N folder (or a folder of "
+                            "them), an s3:// URI, auto or never")  # fmt: skip
         if self.log != "none" and importlib.util.find_spec(self.log) is None:
             problems.append(f"log={self.log} needs the {self.log} package: pip install 'seq2seq-job[loggers]'")
+        for name in ("data_path", "model", "output_uri"):  # s3:// and gs:// URIs (job.storage)
+            if problem := uri_problem(getattr(self, name), name):
+                problems.append(problem)
+        if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
+            problems.append(f"s3_endpoint_url={self.s3_endpoint_url} must start with http:// or https://")
+        problems += _distributed_problems(self)  # the DeepSpeed config vs these params (job.distributed)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -335,6 +397,12 @@ class _JsonParamsSource(PydanticBaseSettingsSource):
 
 def _accepts_none(info: FieldInfo) -> bool:
     return not info.is_required() and (info.default is None or "None" in str(info.annotation))
+
+
+def _distributed_problems(params: Seq2SeqParams) -> list[str]:
+    from job.distributed import deepspeed_problems
+
+    return deepspeed_problems(params)
 
 
 def _cuda_available() -> bool:

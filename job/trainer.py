@@ -25,11 +25,14 @@ from transformers import (
     TrainingArguments,
 )
 
+from job.distributed import barrier, patch_cpu_deepspeed_state, token_mean_loss, training_args_overrides
 from job.metrics import build_compute_metrics
 from job.params import Seq2SeqParams
+from job.preemption import EpochSeededLengthGrouping, StopOnSignal
 from job.preprocess import LENGTH, TokenizedData
 
 log = logging.getLogger(__name__)
+
 
 def steps_per_epoch(params: Seq2SeqParams, train_rows: int) -> int:
     """Optimizer steps per epoch: rows / (per-device batch × accumulation × processes)."""
@@ -84,6 +87,7 @@ def build_training_args(params: Seq2SeqParams, *, train_rows: int, has_eval: boo
         dataloader_pin_memory=torch.cuda.is_available(),
         # Progress bars are for terminals; in a cloud log viewer ProgressLog writes one plain line per log step.
         disable_tqdm=not sys.stderr.isatty(),
+        **training_args_overrides(params),  # DeepSpeed config; use_cpu for gloo on CPU (job.distributed)
     )
 
 
@@ -107,6 +111,7 @@ def build_trainer(
     callbacks: list[TrainerCallback] | None = None,
 ) -> Seq2SeqTrainer:
     args = build_training_args(params, train_rows=len(data.train), has_eval=data.valid is not None)
+    patch_cpu_deepspeed_state(args)  # DeepSpeed without CUDA (CI): accelerate must count every process
     all_callbacks = list(callbacks or [])
     if args.eval_strategy != "no" and params.early_stopping_patience > 0:
         all_callbacks.append(
@@ -134,7 +139,9 @@ def build_trainer(
         eval_dataset=data.valid,
         processing_class=tokenizer,
         compute_metrics=build_compute_metrics(tokenizer),
-        callbacks=[*all_callbacks, ProgressLog()],
+        compute_loss_func=token_mean_loss,  # exact loss under DDP and gradient accumulation (job.distributed)
+        # StopOnSignal: save + stop on SIGTERM; EpochSeededLengthGrouping: a resumed run sees the same batches
+        callbacks=[*all_callbacks, ProgressLog(), StopOnSignal(), EpochSeededLengthGrouping()],
     )
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # ProgressLog already prints each log step as one line
@@ -183,9 +190,7 @@ class OnEvaluate(TrainerCallback):
     def __init__(self, fn: Callable[[dict[str, float], TrainerState], None]) -> None:
         self.fn = fn
 
-    def on_evaluate(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if state.is_world_process_zero:
             self.fn(dict(kwargs.get("metrics") or {}), state)
 
@@ -197,6 +202,7 @@ class OnCheckpoint(TrainerCallback):
         self.fn = fn
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        barrier()  # every rank has written its part (its RNG state, its ZeRO shards) before rank 0 marks it complete
         if state.is_world_process_zero:
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir():

@@ -126,3 +126,55 @@ def _no_job_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# S3 (job.storage, docs/storage.md): one real moto_server process on 127.0.0.1 per session (tests/s3_server.py);
+# code under test reaches it over HTTP with real boto3. `s3_env` points boto3 at it (AWS_ENDPOINT_URL_S3, dummy
+# credentials, no profiles or instance metadata); `s3_bucket` is a fresh, empty bucket for one test.
+# ---------------------------------------------------------------------------------------------------------
+S3_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-canary",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_MAX_ATTEMPTS": "3",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A running moto S3 server: ``.endpoint_url``, ``.port``; stopped at the end of the session."""
+    from s3_server import MotoServer
+
+    server = MotoServer(env=S3_TEST_ENV).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The environment of a job that reaches ``s3_server`` through boto3's own endpoint and credential chain."""
+    from job import storage
+
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {**S3_TEST_ENV, "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    storage.configure(s3_endpoint_url=None)
+    return s3_server
+
+
+@pytest.fixture
+def s3_bucket(s3_env, request: pytest.FixtureRequest) -> str:
+    """A new empty bucket on ``s3_server`` (name derived from the test)."""
+    import re
+    import uuid
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
+    boto3.client("s3", endpoint_url=s3_env.endpoint_url).create_bucket(Bucket=name)
+    return name

@@ -52,9 +52,24 @@ def test_full_fine_tune_learns_and_writes_every_output(fixture, task, tmp_path, 
 
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["status"] == "completed"
-    promised = ["eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_rougeLsum", "eval_gen_len", "eval_loss",
-                "train_loss", "train_runtime", "train_samples_per_second", "train_tokens_per_second",
-                "peak_host_memory_mb", "effective_batch_size", "versions", "hardware", "evaluations", "data"]
+    promised = [
+        "eval_rouge1",
+        "eval_rouge2",
+        "eval_rougeL",
+        "eval_rougeLsum",
+        "eval_gen_len",
+        "eval_loss",
+        "train_loss",
+        "train_runtime",
+        "train_samples_per_second",
+        "train_tokens_per_second",
+        "peak_host_memory_mb",
+        "effective_batch_size",
+        "versions",
+        "hardware",
+        "evaluations",
+        "data",
+    ]
     assert [key for key in promised if key not in saved] == []
     assert saved["data"]["splits"]["train"]["rows"] == 400
     assert saved["data"]["tokens"]["train"]["inputs"]["p95"] > 0

@@ -1,0 +1,247 @@
+"""``python -m job.launch <command> [job args…]``: the job on every local device, and on many nodes.
+
+    python -m job.launch train --params job.json                      # one process per GPU (1 on CPU)
+    python -m job.launch train --params job.json --num-processes 2    # two gloo processes on a CPU machine
+    NNODES=2 NODE_RANK=1 MASTER_ADDR=node0 python -m job.launch train --params job.json   # node 1 of 2
+
+Processes per node: ``num_processes`` (flag, env or JSON, like every parameter) > the platform's
+``NPROC_PER_NODE`` > the number of visible CUDA GPUs > 1. Nodes, node rank and master address/port come from
+:func:`job.platform.detect_topology` (SageMaker, Vertex AI, Kubeflow, Indexed Jobs, or plain ``NNODES`` …).
+
+* One process on one node (and no DeepSpeed): this process *becomes* ``python -m job …`` (``os.execve``),
+  so exit codes and signals are the job's own.
+* Otherwise torchrun (``python -m torch.distributed.run``) with explicit flags — ``--standalone`` on one node,
+  ``--nnodes/--node_rank/--master_addr/--master_port`` on several — runs ``-m job …`` once per process. It runs
+  as a child: SIGTERM/SIGINT are forwarded to it (torchrun passes them to every worker and kills them 30 s
+  later), and the launcher exits with the workers' real exit code (2 for a user error on any rank, 143 when
+  stopped by SIGTERM) instead of torchrun's blanket 1. When any worker fails, torchrun stops the others at once.
+
+The launcher checks the parameters before starting anything, so a bad parameter costs no GPU time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from job.distributed import EXIT_CODE_DIR_ENV, read_exit_codes, resolve_exit_code
+from job.errors import EXIT_FAILURE, EXIT_USER_ERROR, UserError
+from job.topology import Topology
+
+log = logging.getLogger("job.launch")
+
+MASTER_WAIT_S = 600.0  # how long a node waits for the master's host name to resolve (pods appear in DNS late)
+# Node-level variables from the platform, and torchrun's own, that must not reach torchrun or its workers:
+# torchrun gives each worker its per-process RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*, and reads PET_* as defaults.
+_SCRUBBED = (
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+    "ROLE_WORLD_SIZE", "ROLE_NAME", "NODE_RANK", "NNODES", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT",
+)  # fmt: skip
+_SCRUBBED_PREFIXES = ("PET_", "TORCHELASTIC_")
+
+
+# ------------------------------------------------------------------------------------------- pure decisions
+def processes_per_node(*, requested: int | None, topology: Topology, gpus: int) -> int:
+    """num_processes > the platform's NPROC_PER_NODE > one per visible GPU > 1."""
+    nproc = requested or topology.nproc_per_node or gpus or 1
+    if gpus and nproc > gpus:
+        raise UserError(
+            f"{nproc} processes per node but only {gpus} CUDA GPU(s) are visible: set num_processes "
+            f"(or NPROC_PER_NODE) to at most {gpus}, or leave it unset for one process per GPU"
+        )
+    return nproc
+
+
+def build_command(
+    job_argv: Sequence[str],
+    *,
+    nproc_per_node: int,
+    topology: Topology,
+    needs_launcher: bool = False,
+    python: str = sys.executable,
+) -> list[str]:
+    """``python -m job …`` for one process on one node, else torchrun with explicit topology flags.
+
+    ``needs_launcher``: DeepSpeed runs under torchrun even as a single process (it needs torchrun's
+    environment; under plain ``python`` it looks for MPI).
+    """
+    job = ["-m", "job", *job_argv]
+    if nproc_per_node == 1 and not topology.multi_node and not needs_launcher:
+        return [python, *job]
+    torchrun = [python, "-m", "torch.distributed.run"]
+    if topology.multi_node:
+        torchrun += [
+            "--nnodes", str(topology.nnodes), "--node_rank", str(topology.node_rank),
+            "--master_addr", str(topology.master_addr), "--master_port", str(topology.master_port),
+        ]  # fmt: skip
+    else:
+        torchrun += ["--standalone"]  # a free local port: several single-node jobs can share a machine
+    return [*torchrun, "--nproc_per_node", str(nproc_per_node), "--max_restarts", "0", *job]
+
+
+def clean_env(
+    env: Mapping[str, str], *, extra: Mapping[str, str] | None = None, cpu_threads: int | None = None
+) -> dict[str, str]:
+    """The environment for torchrun (or the single process): node-level rank variables removed.
+
+    ``extra`` is added (e.g. the socket interface SageMaker wants NCCL/Gloo to use); ``cpu_threads`` sets
+    OMP_NUM_THREADS unless the user did (CPU processes sharing a machine; torchrun would otherwise force 1).
+    """
+    out = {
+        k: v for k, v in env.items() if k not in _SCRUBBED and not k.startswith(_SCRUBBED_PREFIXES)
+    }  # fmt: skip
+    out.update(extra or {})
+    if cpu_threads and "OMP_NUM_THREADS" not in env:
+        out["OMP_NUM_THREADS"] = str(cpu_threads)
+    return out
+
+
+def describe(*, command: Sequence[str], nproc_per_node: int, topology: Topology, gpus: int, params: Any) -> str:
+    """The one log line that says what is started and why."""
+    world = nproc_per_node * topology.nnodes
+    torchrun = command[1:3] != ["-m", "job"]
+    how = "torchrun " + " ".join(command[3 : command.index("-m", 3)]) if torchrun else "a single process"
+    device = f"{gpus} CUDA GPU(s)" if gpus else "CPU (gloo)" if world > 1 else "CPU"
+    strategy = f"DeepSpeed {params.deepspeed}" if params.deepspeed else "DDP" if world > 1 else "no data parallelism"
+    per_step = params.batch_size * params.gradient_accumulation * world
+    return (
+        f"Launching {topology.nnodes} node(s) × {nproc_per_node} process(es) = world size {world} on {device}, "
+        f"{strategy}, topology from {topology.source} (node rank {topology.node_rank}): {how}; effective batch "
+        f"{per_step} = {params.batch_size} per device × {params.gradient_accumulation} accumulation × {world}"
+    )
+
+
+# -------------------------------------------------------------------------------------------------- running
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )  # fmt: skip
+    from job.cli import _normalise_argv
+
+    job_argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    if not job_argv or job_argv[0] != "train" or "--dry-run" in job_argv:
+        _exec([sys.executable, "-m", "job", *job_argv], clean_env(os.environ))  # validate, predict: 1 process
+    try:
+        params, topology, gpus = _plan_inputs(job_argv)
+        nproc = processes_per_node(requested=params.num_processes, topology=topology, gpus=gpus)
+        command = build_command(
+            job_argv, nproc_per_node=nproc, topology=topology, needs_launcher=bool(params.deepspeed)
+        )
+        log.info("%s", describe(command=command, nproc_per_node=nproc, topology=topology, gpus=gpus, params=params))
+        env = clean_env(os.environ, extra=_platform_env(), cpu_threads=None if gpus else _threads_per_process(nproc))
+        if topology.multi_node:
+            _wait_for_master(topology)
+    except UserError as exc:
+        return _failed(str(exc), EXIT_USER_ERROR)
+    except Exception as exc:  # e.g. the master's host name never resolved: retryable
+        return _failed(f"launch failed: {type(exc).__name__}: {exc}", EXIT_FAILURE)
+    if command[1:3] == ["-m", "job"]:
+        _exec(command, env)
+    return run_torchrun(command, env)
+
+
+def _failed(reason: str, code: int) -> int:
+    from job.platform import write_failure
+
+    log.error("%s", reason)
+    write_failure(reason)  # where the platform shows it: /opt/ml/output/failure, /dev/termination-log
+    return code
+
+
+def _plan_inputs(job_argv: list[str]) -> tuple[Any, Topology, int]:
+    """The validated params (as the job itself will read them), this node's topology, and the GPU count."""
+    from job.cli import build_parser
+    from job.params import Seq2SeqParams
+    from job.platform import apply_platform, detect_topology
+
+    args = build_parser().parse_args(job_argv)
+    overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
+    overrides = apply_platform(overrides, params_file=args.params)
+    params = Seq2SeqParams.load(overrides, params_file=args.params)
+    return params, detect_topology(), _cuda_device_count()
+
+
+def run_torchrun(command: list[str], env: dict[str, str]) -> int:
+    """Run torchrun as a child, forward SIGTERM/SIGINT to it, and return the workers' real exit code."""
+    received: list[int] = []
+    children: list[subprocess.Popen] = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        log.warning("Received %s: passing it to torchrun, which stops every worker", signal.Signals(signum).name)
+        for child in children:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    with tempfile.TemporaryDirectory(prefix="job-exit-codes-") as codes:
+        try:
+            # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, not twice.
+            children.append(subprocess.Popen(
+                command, env={**env, EXIT_CODE_DIR_ENV: codes}, start_new_session=True, preexec_fn=_die_with_parent
+            ))  # fmt: skip
+            for signum in received:  # arrived while torchrun was starting
+                children[0].send_signal(signum)
+            returncode = children[0].wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        workers = read_exit_codes(Path(codes))
+    code = resolve_exit_code(returncode, workers, signalled=received[0] if received else None)
+    if code:
+        how = f"stopped by {signal.Signals(received[0]).name}" if received else "failed"
+        log.log(logging.WARNING if received else logging.ERROR, "Job %s: exit code %d (torchrun exit %d; worker "
+                "exit codes by rank: %s)", how, code, returncode, workers or "none recorded")  # fmt: skip
+    return code
+
+
+def _exec(command: list[str], env: dict[str, str]) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, env)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the launcher dies (even by SIGKILL), so torchrun never outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
+def _cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _threads_per_process(nproc: int) -> int:
+    return max(1, (os.cpu_count() or 1) // nproc)
+
+
+def _platform_env() -> dict[str, str]:
+    from job.platform import launch_env
+
+    return launch_env()
+
+
+def _wait_for_master(topology: Topology) -> None:
+    from job.platform import wait_for_host
+
+    waited = wait_for_host(str(topology.master_addr), MASTER_WAIT_S)
+    if waited >= 1:
+        log.info("Master %s resolved after %.0f s", topology.master_addr, waited)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,353 @@
+"""Where does this run start? Skip a finished job, resume from the latest complete checkpoint, or start at 0.
+
+Decided once, before any data or model is loaded (:func:`plan`):
+
+* **finished** — ``project_name`` (or ``output_uri``) already holds complete outputs: a final ``manifest.json``
+  whose files all match their checksums. The job returns those metrics at once (exit 0), so a retried pod does
+  not redo finished work. ``overwrite=true`` trains again from step 0 instead (its old checkpoints are removed,
+  so they cannot be resumed by mistake).
+* **resume** — ``resume=auto`` (default) takes the checkpoint with the highest step among the local checkpoint
+  folder, the platform's checkpoint folder (SageMaker ``/opt/ml/checkpoints``, Vertex ``AIP_CHECKPOINT_DIR``)
+  and ``output_uri``/checkpoints. Only *complete* checkpoints count: ``manifest.json`` present and every file
+  it lists present with its size and SHA-256. Partial or corrupt ones (a job killed while writing, a damaged
+  disk) are skipped with a warning and, in our own checkpoint folder, removed so that a later save of the same
+  step cannot mix with their leftovers. ``resume=<path or URI>`` names a checkpoint (or a folder of them);
+  ``resume=never`` always starts at step 0.
+
+The Trainer then restores model, optimizer, scheduler, RNG state and data position from the checkpoint and
+skips the batches it had already seen, so a resumed run ends at the same step as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from job import manifest, ranks
+from job.errors import UserError
+from job.params import Seq2SeqParams
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+SAGEMAKER_CHECKPOINTS = Path("/opt/ml/checkpoints")  # synced from checkpoint_s3_uri by SageMaker
+METRICS = "metrics.json"
+PARAMS = "training_params.json"
+TRAINER_STATE = "trainer_state.json"
+IGNORED_PARAM_CHANGES = ("resume", "overwrite")  # changing these does not make a different run
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :func:`job.train.train` does: return ``finished`` as it is, or train from ``checkpoint`` (or 0)."""
+
+    finished: dict[str, Any] | None = None
+    checkpoint: str | None = None
+
+    @property
+    def step(self) -> int:
+        """The global step of ``checkpoint`` (0 when starting fresh)."""
+        return checkpoint_step(self.checkpoint) if self.checkpoint else 0
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    step: int
+    location: str  # a local folder, or a remote URI
+    source: str  # "local" | "platform" | "output_uri" | "resume"
+
+    @property
+    def remote(self) -> bool:
+        return _storage_is_remote(self.location)
+
+
+def plan(params: Seq2SeqParams) -> Plan:
+    """Decide between skipping a finished job, resuming from a checkpoint and starting from step 0."""
+    done = finished_outputs(params)
+    if done is not None and not params.overwrite:
+        return Plan(finished=done)
+    if done is not None:  # overwrite: the old run's checkpoints must not be resumed by this one or its retries
+        log.warning("overwrite=true: training %s again from step 0; removing its previous checkpoints",
+                    params.output_dir)  # fmt: skip
+        if ranks.is_main_process():
+            _remove_checkpoints(params.checkpoints_dir)
+            if params.output_uri and _storage_is_remote(params.output_uri):
+                _remove_remote_checkpoints(params.output_uri)
+            manifest.clear_manifest(params.output_dir)  # after the checkpoints: see _remove_checkpoints
+        if params.resume in ("auto", "never"):
+            return Plan()
+    return Plan(checkpoint=find_checkpoint(params))
+
+
+def checkpoint_step(folder: str) -> int:
+    """The global step a checkpoint folder was saved at (trainer_state.json, else its checkpoint-N name)."""
+    try:
+        return int(json.loads((Path(folder) / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        match = CHECKPOINT.match(Path(folder).name)
+        return int(match.group(1)) if match else 0
+
+
+def previous_evaluations(checkpoint: str | None) -> list[dict[str, Any]]:
+    """The evaluations a resumed run already did (from the checkpoint's log history), as metrics.json lists them."""
+    if not checkpoint:
+        return []
+    try:
+        history = json.loads((Path(checkpoint) / TRAINER_STATE).read_text(encoding="utf-8"))["log_history"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    evaluations = []
+    for entry in history:
+        scores = {k: v for k, v in entry.items() if k.startswith("eval_")} if isinstance(entry, dict) else {}
+        if scores:
+            evaluations.append({"step": entry.get("step"), "epoch": entry.get("epoch"), **scores})
+    return evaluations
+
+
+# ---------------------------------------------------------------------------------------------- finished run
+def finished_outputs(params: Seq2SeqParams) -> dict[str, Any] | None:
+    """The metrics of a finished run in ``project_name`` (final manifest verified with checksums), else None."""
+    root = params.output_dir
+    found = manifest.read_manifest(root)
+    if found is None or found.get("kind") != "model":
+        return _finished_remote(params)  # a fresh machine: the local folder is gone, output_uri may be complete
+    if not manifest.verify(root, checksums=True):
+        log.warning("%s has a manifest.json that does not match its files (changed or damaged): training again",
+                    root)  # fmt: skip
+        return None
+    metrics = _read_json(root / METRICS)
+    if not params.overwrite:
+        log.info("%s already holds complete outputs (manifest verified): nothing to train; pass --overwrite to "
+                 "train again", root)  # fmt: skip
+        _warn_changed_params(params, _read_json(root / PARAMS))
+    return metrics
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _warn_changed_params(params: Seq2SeqParams, saved: dict[str, Any]) -> None:
+    """A rerun with different parameters is probably meant to train: say what differs and how to do it."""
+    current = params.redacted_dict()
+    changed = [
+        f"{key}: {saved.get(key)!r} → {value!r}"
+        for key, value in current.items()
+        if key not in IGNORED_PARAM_CHANGES and key in saved and saved[key] != value
+    ]
+    if changed:
+        log.warning("The finished run used other parameters (%s); pass --overwrite to train with the new ones",
+                    "; ".join(changed))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def find_checkpoint(params: Seq2SeqParams) -> str | None:
+    """The local folder of the checkpoint to resume from (downloaded first if remote), or None for step 0."""
+    if params.resume == "never":
+        log.info("resume=never: starting from step 0")
+        return None
+    candidates = _auto_candidates(params) if params.resume == "auto" else _explicit_candidates(params.resume)
+    for candidate in sorted(candidates, key=lambda c: c.step, reverse=True):
+        folder = _materialise(candidate, params)
+        if folder is not None:
+            log.info("Resuming from %s (step %d, %s)", candidate.location, candidate.step, candidate.source)
+            return str(folder)
+    if params.resume != "auto":
+        raise UserError(f"resume={params.resume}: no complete checkpoint there (a checkpoint-N folder with a "
+                        "manifest.json that matches its files); point at one, or use resume=auto or never")  # fmt: skip
+    log.info("No complete checkpoint found: starting from step 0")
+    return None
+
+
+def _auto_candidates(params: Seq2SeqParams) -> list[_Candidate]:
+    own = params.checkpoints_dir
+    found = _local_candidates(own, source="local", clean=True)
+    for folder in platform_checkpoint_dirs():
+        if folder.resolve() != own.resolve():
+            found += _local_candidates(folder, source="platform", clean=False)
+    if params.output_uri:
+        found += _remote_candidates(params.output_uri.rstrip("/") + "/checkpoints", source="output_uri")
+    return found
+
+
+def platform_checkpoint_dirs() -> list[Path]:
+    """Checkpoint folders a platform keeps across restarts, where they exist on this machine."""
+    folders = [SAGEMAKER_CHECKPOINTS]
+    vertex = os.environ.get("AIP_CHECKPOINT_DIR")
+    if vertex and not _storage_is_remote(vertex):  # gs://… is searched through output_uri, /gcs/… is local
+        folders.append(Path(vertex))
+    return [f for f in folders if f.is_dir()]
+
+
+def _explicit_candidates(spec: str) -> list[_Candidate]:
+    """resume=<checkpoint folder or URI>, or a folder that holds checkpoint-N folders."""
+    if _storage_is_remote(spec):
+        name = spec.rstrip("/").rsplit("/", 1)[-1]
+        match = CHECKPOINT.match(name)
+        if match:
+            return [_Candidate(int(match.group(1)), spec.rstrip("/"), "resume")]
+        return _remote_candidates(spec.rstrip("/"), source="resume")
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise UserError(f"resume={spec}: no such folder; give a checkpoint-N folder (or a folder of them), an "
+                        "s3:// URI, auto or never")  # fmt: skip
+    if manifest.read_manifest(path) is not None or (path / "trainer_state.json").is_file():
+        match = CHECKPOINT.match(path.name)
+        return [_Candidate(int(match.group(1)) if match else 0, str(path), "resume")]
+    return _local_candidates(path, source="resume", clean=False)
+
+
+def _local_candidates(folder: Path, *, source: str, clean: bool) -> list[_Candidate]:
+    """Complete-looking (manifest + sizes) checkpoint-N folders in ``folder``; partial ones warned about."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        match = CHECKPOINT.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        problem = _problem(path, checksums=False)
+        if problem is None:
+            found.append(_Candidate(int(match.group(1)), str(path), source))
+            continue
+        _skip(path, problem, remove=clean)
+    return found
+
+
+def _problem(folder: Path, *, checksums: bool) -> str | None:
+    """Why ``folder`` is not a complete checkpoint, or None."""
+    if manifest.read_manifest(folder) is None:
+        return "no manifest.json (it was being written when the job stopped)"
+    if not manifest.verify(folder, checksums=checksums):
+        return "its files do not match manifest.json (missing, truncated or changed)"
+    return None
+
+
+def _skip(folder: Path, problem: str, *, remove: bool) -> None:
+    if remove and ranks.is_main_process():
+        log.warning("Skipping incomplete checkpoint %s: %s; removing it", folder, problem)
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        log.warning("Skipping incomplete checkpoint %s: %s", folder, problem)
+
+
+def _materialise(candidate: _Candidate, params: Seq2SeqParams) -> Path | None:
+    """A local, checksum-verified copy of ``candidate``, or None (warned) when it is not complete after all."""
+    if candidate.remote:
+        return _download(candidate, params)
+    folder = Path(candidate.location)
+    problem = _problem(folder, checksums=True)
+    if problem is None:
+        return folder
+    _skip(folder, problem, remove=candidate.source == "local")
+    return None
+
+
+def _remove_checkpoints(folder: Path) -> None:
+    """Delete checkpoint-N folders (the final manifest is cleared after this, so another rank that already sees
+    no final manifest also sees no old checkpoints)."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if CHECKPOINT.match(path.name) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------- remote (storage)
+def _storage_is_remote(location: str) -> bool:
+    from job import storage
+
+    return storage.is_remote(location)
+
+
+def _finished_remote(params: Seq2SeqParams) -> dict[str, Any] | None:
+    """The metrics at ``output_uri`` when its final folder is complete (its manifest exists), else None.
+
+    The storage layer uploads a folder's manifest only after checking every file it lists, so its presence is
+    the completeness mark; the files themselves are not downloaded here.
+    """
+    from job import storage
+
+    uri = params.output_uri
+    if not uri or not storage.is_remote(uri):
+        return None
+    cache = storage.cache_root(params.cache_dir) / "finished"
+    try:
+        found = _read_json(storage.fetch(f"{uri.rstrip('/')}/{manifest.MANIFEST}", cache_dir=cache, what="output_uri"))
+    except UserError as exc:
+        if "no such object" not in str(exc):  # a missing bucket, denied access, bad credentials: say so now
+            raise
+        return None  # no final manifest: not finished
+    if found.get("complete") is not True or found.get("kind") != "model":
+        return None
+    try:
+        metrics = _read_json(storage.fetch(f"{uri.rstrip('/')}/{METRICS}", cache_dir=cache, what="output_uri"))
+    except UserError:
+        metrics = {}
+    if not params.overwrite:
+        log.info("%s already holds complete outputs (final manifest present): nothing to train; pass --overwrite "
+                 "to train again", uri)  # fmt: skip
+    return metrics
+
+
+def _remove_remote_checkpoints(uri: str) -> None:
+    """overwrite: delete the previous run's checkpoints under ``uri``/checkpoints (manifests first)."""
+    from job import storage
+
+    storage.delete_folder(f"{uri.rstrip('/')}/checkpoints")
+
+
+def _remote_candidates(uri: str, *, source: str) -> list[_Candidate]:
+    """Complete checkpoints under ``uri`` (manifest-marked; the storage layer lists only those)."""
+    from job import storage
+
+    found = []
+    for item in storage.list_complete_checkpoints(uri):
+        match = CHECKPOINT.match(item.rstrip("/").rsplit("/", 1)[-1])
+        if match:
+            found.append(_Candidate(int(match.group(1)), item.rstrip("/"), source))
+    return found
+
+
+def _download(candidate: _Candidate, params: Seq2SeqParams) -> Path | None:
+    """Download a remote checkpoint into the local checkpoint folder and verify it with checksums."""
+    from filelock import FileLock
+
+    from job import storage
+
+    name = candidate.location.rsplit("/", 1)[-1]
+    target = params.checkpoints_dir / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Processes of one node start together: the first downloads, the others find the verified copy.
+    with FileLock(str(params.checkpoints_dir / f".{name}.lock")):
+        if _problem(target, checksums=True) is None:
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        log.info("Downloading %s to %s", candidate.location, target)
+        try:
+            folder = storage.download_folder(candidate.location, target)
+        except (UserError, storage.StorageError) as exc:
+            # Damaged remote copy (listed files missing or of the wrong size, or a checksum that differs): skip
+            # it. Any other transfer failure is raised: exit 1, and the platform's retry resumes from it later
+            # instead of this run quietly falling back to an older checkpoint.
+            if isinstance(exc, storage.StorageError) and "checksum" not in str(exc):
+                raise
+            log.warning("Skipping incomplete checkpoint %s: %s", candidate.location, exc)
+            shutil.rmtree(target, ignore_errors=True)
+            return None
+        problem = _problem(Path(folder), checksums=True)
+    if problem is None:
+        return Path(folder)
+    _skip(Path(folder), f"downloaded from {candidate.location}, {problem}", remove=True)
+    return None
