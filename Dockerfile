@@ -21,11 +21,14 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-# DL3008: apt packages are not version-pinned; the base image tag fixes the Ubuntu release and these three
-# packages come from its archive (pinning exact Debian revisions breaks the build at every security update).
+# g++ and python3-dev: DeepSpeed JIT-compiles its host-side CPU Adam (deepspeed=zero3_offload) on first use, on
+# the machine that runs it (it builds with -march=native, so it cannot be prebuilt here), into
+# TORCH_EXTENSIONS_DIR; it is pure C++ and needs no CUDA toolkit.
+# DL3008: apt packages are not version-pinned; the base image tag fixes the Ubuntu release and these packages
+# come from its archive (pinning exact Debian revisions breaks the build at every security update).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv tini \
+    && apt-get install -y --no-install-recommends ca-certificates g++ python3 python3-dev python3-venv tini \
     && rm -rf /var/lib/apt/lists/*
 
 # ---- build: a virtualenv with torch and the job; /opt/venv and /app are carried into the final image ------
@@ -42,8 +45,8 @@ RUN pip install -c /tmp/constraints.txt setuptools torch \
 COPY pyproject.toml README.md /app/
 COPY job /app/job
 COPY deepspeed_configs /app/deepspeed_configs
-# DS_BUILD_OPS=0: no DeepSpeed kernels are compiled at build time (they need nvcc, which the image lacks);
-# ZeRO with the Trainer's torch optimizers needs none of them.
+# DS_BUILD_OPS=0: no DeepSpeed kernels are compiled at build time (CUDA ones need nvcc, which the image lacks);
+# ZeRO-2/3 with the Trainer's torch optimizers needs none of them, and zero3_offload's CPU Adam is JIT-compiled.
 RUN DS_BUILD_OPS=0 DS_ACCELERATOR=cuda \
         pip install --no-build-isolation -c /tmp/constraints.txt -e "/app[bitsandbytes,deepspeed,gcs,loggers]" \
     && pip check
