@@ -537,8 +537,8 @@ class _Source:
                     f"{_short(exc, innermost=False)}"
                 ) from exc
             raise UserError(
-                f"data_path '{self.data_path}' does not exist locally and the Hub dataset could not be "
-                f"loaded: {_short(exc, innermost=False)}"
+                f"data_path '{self.data_path}' does not exist locally (relative paths start at {Path.cwd()}) and "
+                f"the Hub dataset could not be loaded: {_short(exc, innermost=False)}"
             ) from exc
         if not isinstance(loaded, datasets.Dataset):
             raise UserError(

@@ -31,6 +31,10 @@ def setup_logging(*, verbose: bool = False) -> None:
     transformers.utils.logging.disable_default_handler()
     transformers.utils.logging.enable_propagation()
     datasets.utils.logging.set_verbosity(logging.WARNING)
+    # datasets and huggingface_hub attach their own stderr handler and also propagate: every record of theirs
+    # (e.g. Hub retries) would print twice, once without a timestamp. Let the root handler print it once.
+    for name in ("datasets", "huggingface_hub"):
+        logging.getLogger(name).handlers.clear()
     logging.getLogger("absl").setLevel(logging.WARNING)  # rouge_score logs "Using default tokenizer" per call
     # Their DEBUG records print signed request headers (the AWS access key id, x-amz-security-token): never
     # below INFO, even with --verbose (tests/test_secrets.py).
@@ -42,3 +46,8 @@ def setup_logging(*, verbose: bool = False) -> None:
         datasets.disable_progress_bars()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from datasets.map workers
     warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+    # datasets' sort (length-sorted evaluation) uses a pyarrow option pyarrow 25 deprecates; nothing for users to do
+    warnings.filterwarnings("ignore", message=".*null_placement in SortOptions is deprecated.*")
+    # bitsandbytes on CPU suggests an optional Hub "kernels" package for faster 4-bit matmuls, at import time,
+    # in every run (quantized or not); int4 works without it.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(max(level, logging.ERROR))

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 def load_for_inference(model_dir: Path) -> tuple[Any, Any]:
     """Tokenizer and model (full model, or base + adapter when the folder holds a LoRA adapter)."""
+    from job.distributed import name_deepspeed_accelerator
+
+    name_deepspeed_accelerator()
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     if not (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").is_file():

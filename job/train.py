@@ -42,6 +42,7 @@ def train(params: Seq2SeqParams) -> dict[str, Any]:
     data = _load_data(params)
     # The training stack (transformers' Trainer, peft, bitsandbytes) takes ~6 s to import: only now, after the
     # data checks, so bad input fails in a second or two.
+    distributed.name_deepspeed_accelerator()
     from job import preemption
     from job.modeling import load_model, load_tokenizer
     from job.trainer import OnCheckpoint, OnEvaluate, build_trainer

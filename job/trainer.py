@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -143,6 +144,7 @@ def build_trainer(
         # StopOnSignal: save + stop on SIGTERM; EpochSeededLengthGrouping: a resumed run sees the same batches
         callbacks=[*all_callbacks, ProgressLog(), StopOnSignal(), EpochSeededLengthGrouping()],
     )
+    _hide_tied_keys_warning(model)
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # ProgressLog already prints each log step as one line
     for callback in trainer.callback_handler.callbacks:
@@ -150,6 +152,37 @@ def build_trainer(
         if type(callback).__name__ == "TensorBoardCallback" and getattr(callback, "logging_dir", 1) is None:
             callback.logging_dir = str(params.output_dir / "logs")
     return trainer
+
+
+class _TiedKeysFilter(logging.Filter):
+    """Drops the Trainer's "missing keys in the checkpoint" warning when every missing key is a tied weight.
+
+    T5 and BART tie their embeddings and ``lm_head`` to ``shared.weight``; checkpoints hold ``shared.weight`` only,
+    and loading it restores the tied ones too. transformers 5.24 checks the missing keys against
+    ``_keys_to_ignore_on_save`` (empty in v5) instead of the tied keys, so it warned on every
+    ``load_best_model_at_end`` although nothing was missing. Any other missing key still warns.
+    """
+
+    PREFIX = "There were missing keys in the checkpoint model loaded:"
+
+    def __init__(self, tied: set[str]) -> None:
+        super().__init__()
+        self.tied = tied
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.PREFIX):
+            return True
+        missing = set(re.findall(r"'([^']+)'", message[len(self.PREFIX) :]))
+        return not (missing and missing <= self.tied)
+
+
+def _hide_tied_keys_warning(model: PreTrainedModel) -> None:
+    trainer_log = logging.getLogger("transformers.trainer")
+    for old in [f for f in trainer_log.filters if isinstance(f, _TiedKeysFilter)]:
+        trainer_log.removeFilter(old)
+    tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or {}
+    trainer_log.addFilter(_TiedKeysFilter(set(tied)))
 
 
 class ProgressLog(TrainerCallback):

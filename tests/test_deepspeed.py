@@ -190,6 +190,27 @@ def test_zero2_and_zero3_train_two_cpu_processes_to_the_same_model(tiny_t5_dir, 
     assert generated.shape[0] == 1
 
 
+def test_zero3_offload_trains_with_deepspeeds_cpu_adam_and_saves_a_loadable_model(tiny_t5_dir, tmp_path) -> None:
+    """Parameters and optimizer states offloaded to host memory; DeepSpeed's own (JIT-built) CPU AdamW steps."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    data = write_task(tmp_path / "data", kind="keywords", train_rows=64, valid_rows=16)
+    out = tmp_path / "offload"
+    job = run_launch("train", "--data-path", str(data), "--model", str(tiny_t5_dir), *TINY_RUN, "--batch-size", "8",
+                     "--num-processes", "2", "--deepspeed", "zero3_offload", "--project-name", str(out),
+                     log=tmp_path / "offload.log", timeout=420)  # fmt: skip
+    assert job.rc == 0, job.tail()
+    assert "DeepSpeed zero3_offload" in job.text
+    assert manifest.verify(out, checksums=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distributed"]["deepspeed"] == {"config": "zero3_offload", "zero_stage": 3}
+    losses = step_losses(out)
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.5
+    loaded, info = AutoModelForSeq2SeqLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert loaded.num_parameters() == AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir).num_parameters()
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["zero2", "zero3"])
 def test_zero_with_bf16_on_gpus(name, tiny_t5_dir, tmp_path) -> None:
