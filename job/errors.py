@@ -78,14 +78,15 @@ def disk_full(exc: BaseException, folders: Iterable[Path] = ()) -> str | None:
             continue
         usage = shutil.disk_usage(probe)
         if usage.free < min(LOW_SPACE_BYTES, usage.total // 100):
-            return (f"disk full: {type(exc).__name__} ({_first_line(exc)}) while {probe} has {usage.free // 2**20} MB "
-                    "free; free space or give the job a larger volume")  # fmt: skip
+            return (f"disk full: {type(exc).__name__} ({first_line(exc, 200)}) while {probe} has "
+                    f"{usage.free // 2**20} MB free; free space or give the job a larger volume")  # fmt: skip
     return None
 
 
 LOW_SPACE_BYTES = 256 * 2**20
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (cut to ``limit`` characters), or its type name when it has none."""
     lines = str(exc).strip().splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
+    return lines[0][:limit] if lines else type(exc).__name__

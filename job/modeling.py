@@ -15,7 +15,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 from job.builtin_models import build_builtin_model, is_builtin
 from job.data import SOURCE, TARGET, DataBundle
 from job.distributed import build_once
-from job.errors import UserError
+from job.errors import UserError, first_line
 from job.params import Seq2SeqParams
 
 log = logging.getLogger(__name__)
@@ -154,13 +154,8 @@ def _not_found(source: str, what: str, exc: Exception) -> str:
     if source.startswith((".", "/", "~")) or local.exists():
         if not local.exists():
             return f"model {source} does not exist; give a local folder made by save_pretrained or a Hub id"
-        return f"model folder {source} has no usable {what} files ({_first_line(exc)})"
+        return f"model folder {source} has no usable {what} files ({first_line(exc)})"
     return (
-        f"could not load {what} for model={source} from the Hub ({_first_line(exc)}); check the id, set token/"
+        f"could not load {what} for model={source} from the Hub ({first_line(exc)}); check the id, set token/"
         "HF_TOKEN for private models, or use a local folder (air-gapped: set HF_HUB_OFFLINE=1 with a warm cache)"
     )
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

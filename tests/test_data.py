@@ -63,6 +63,13 @@ def _message(excinfo: pytest.ExceptionInfo[UserError]) -> str:
     return message
 
 
+def _load_error(tmp_path: Path, data_path: Path | str, **kwargs: Any) -> str:
+    """The one-line UserError that loading ``data_path`` raises."""
+    with pytest.raises(UserError) as excinfo:
+        _load(tmp_path, data_path, **kwargs)
+    return _message(excinfo)
+
+
 # ------------------------------------------------------------------------------------------------ formats
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json", ".parquet"])
 def test_each_file_format(tmp_path: Path, suffix: str) -> None:
@@ -129,9 +136,7 @@ def test_save_to_disk_dataset_is_train_split(tmp_path: Path) -> None:
     assert bundle.valid is not None and bundle.valid[TARGET] == [r["target"] for r in ROWS[15:]]
     assert sorted(p.name for p in saved.iterdir()) == before  # no cache files written into the user's folder
 
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, saved, valid_split="validation")
-    message = _message(excinfo)
+    message = _load_error(tmp_path, saved, valid_split="validation")
     assert "one split" in message and "{split}.csv" in message
 
 
@@ -146,9 +151,7 @@ def test_save_to_disk_dataset_dict(tmp_path: Path) -> None:
     assert bundle.valid is not None and len(bundle.valid) == 4
     assert not list(saved.glob("**/cache-*.arrow"))
 
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, saved, valid_split="validation")
-    message = _message(excinfo)
+    message = _load_error(tmp_path, saved, valid_split="validation")
     assert "no split 'validation'" in message and "test, train" in message and "valid_split" in message
 
 
@@ -183,9 +186,7 @@ def test_split_name_follows_train_split_for_a_single_file(tmp_path: Path) -> Non
     bundle = _load(tmp_path, path, train_split="all[:4]", valid_split="all[4:6]")
     assert len(bundle.train) == 4 and bundle.valid is not None and len(bundle.valid) == 2
 
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path, valid_split="validation")
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path, valid_split="validation")
     assert "valid_split='validation'" in message and "{split}.csv" in message and "train[90%:]" in message
 
 
@@ -210,17 +211,13 @@ def test_overlapping_splits_warn(tmp_path: Path, caplog: pytest.LogCaptureFixtur
 )
 def test_malformed_split_expression(tmp_path: Path, expr: str, fragment: str) -> None:
     path = _write(tmp_path / "data.csv", ROWS)
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path, train_split=expr)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path, train_split=expr)
     assert fragment in message and "train_split" in message
 
 
 def test_split_past_the_end(tmp_path: Path) -> None:
     path = _write(tmp_path / "data.csv", ROWS)
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path, valid_split="train[30:]")
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path, valid_split="train[30:]")
     assert "valid_split='train[30:]' selects no rows" in message and "20 rows" in message
 
 
@@ -245,15 +242,11 @@ def test_max_samples_after_dropping(tmp_path: Path) -> None:
 
 def test_missing_column_lists_existing_columns(tmp_path: Path) -> None:
     path = _write(tmp_path / "data.csv", [{"article": "a", "summary": "b"}])
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert "column 'text' (text_column) not found" in message
     assert "'article', 'summary'" in message and str(path) in message
 
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path, text_column="article")
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path, text_column="article")
     assert "column 'target' (target_column) not found" in message and "'article', 'summary'" in message
 
 
@@ -284,9 +277,7 @@ def test_empty_null_and_whitespace_rows_are_dropped(tmp_path: Path, caplog: pyte
 def test_all_rows_empty(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_text('text,target\n,a\n"  ",b\nc,\n', encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert "all 3 rows" in message and "no rows remain" in message and str(path) in message
 
 
@@ -315,23 +306,18 @@ def test_class_label_becomes_its_name(tmp_path: Path) -> None:
 def test_dict_value_names_column_and_row(tmp_path: Path) -> None:
     rows = [{"text": "a", "target": "b"}, {"text": "c", "target": "d"}, {"text": {"x": 1}, "target": "f"}]
     path = _write(tmp_path / "data.jsonl", rows)
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert "column 'text' (text_column)" in message and "dict at row 2" in message and str(path) in message
 
-    with pytest.raises(UserError) as excinfo:  # the row within a sliced split, and within the base split
-        _load(tmp_path, path, train_split="train[1:]")
-    message = _message(excinfo)
+    # the row within a sliced split, and within the base split
+    message = _load_error(tmp_path, path, train_split="train[1:]")
     assert "dict at row 1" in message and "row 2 of split 'train'" in message
 
 
 def test_list_column_names_row(tmp_path: Path) -> None:
     rows = [{"text": "a", "target": None}, {"text": "b", "target": ["x", "y"]}]
     path = _write(tmp_path / "data.parquet", rows)
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert "column 'target' (target_column)" in message and "at row 1" in message
     assert "list" in message or "ndarray" in message
 
@@ -348,18 +334,14 @@ def test_column_swap(tmp_path: Path) -> None:
 def test_malformed_csv_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_text("text,target\na,b\nc,d\ne,f,g\nh,i\n", encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert str(path) in message and "not a valid CSV file" in message and "line 4" in message
 
 
 def test_unterminated_quote_in_csv(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     path.write_text('text,target\na,b\n"never closed,c\nd,e\n', encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert str(path) in message and "opened near line 3 is never closed" in message
 
 
@@ -367,27 +349,21 @@ def test_malformed_jsonl_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
     lines = ['{"text": "a", "target": "b"}', "", '{"text": "c", "target": ', '{"text": "e"}']
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert str(path) in message and "line 3 is not valid JSON" in message
 
 
 def test_jsonl_line_that_is_not_an_object(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
     path.write_text('{"text": "a", "target": "b"}\n[1, 2]\n', encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    assert "line 2 is a JSON array" in _message(excinfo)
+    assert "line 2 is a JSON array" in _load_error(tmp_path, path)
 
 
 def test_malformed_json_document(tmp_path: Path) -> None:
     path = tmp_path / "data.json"
     lines = ["[", '  {"text": "a", "target": "b"},', '  {"text": "c" "target": "d"}', "]"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert str(path) in message and "line 3 is not valid JSON" in message
 
 
@@ -400,9 +376,7 @@ def test_non_utf8_file(tmp_path: Path, suffix: str) -> None:
     else:
         path.write_bytes('{"text": "caf\xe9", "target": "x"}\n'.encode("latin-1"))
         line = 1
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert str(path) in message and "must be UTF-8" in message and f"line {line}" in message
 
 
@@ -426,9 +400,7 @@ def test_utf8_bom_is_fine(tmp_path: Path) -> None:
 def test_empty_file(tmp_path: Path, name: str, content: str) -> None:
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert str(path) in message and "has no rows" in message
 
 
@@ -442,9 +414,7 @@ def test_not_a_parquet_file(tmp_path: Path, damage: str) -> None:
         data = bytearray(path.read_bytes())
         data[8:-200] = b"U" * (len(data) - 208)
         path.write_bytes(bytes(data))
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, path)
     assert str(path) in message and "not a valid Parquet file" in message
 
 
@@ -461,17 +431,13 @@ def test_unsupported_extension(tmp_path: Path) -> None:
     ["./nope.csv", "/tmp/x/does-not-exist.csv", "~/nope/data", "missing.jsonl", "../up/x.parquet"],
 )
 def test_missing_local_path_is_not_a_hub_attempt(tmp_path: Path, data_path: str) -> None:
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, data_path)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, data_path)
     assert "file not found" in message and data_path in message and "Hub" not in message
 
 
 def test_missing_file_lists_neighbours(tmp_path: Path) -> None:
     _write(tmp_path / "train.csv", ROWS)
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, tmp_path / "trian.csv")
-    assert "train.csv" in _message(excinfo)
+    assert "train.csv" in _load_error(tmp_path, tmp_path / "trian.csv")
 
 
 def test_unknown_split_in_folder(tmp_path: Path) -> None:
@@ -479,9 +445,7 @@ def test_unknown_split_in_folder(tmp_path: Path) -> None:
     folder.mkdir()
     _write(folder / "train.csv", ROWS)
     _write(folder / "test.csv", ROWS)
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, folder, valid_split="validation[:10]")
-    message = _message(excinfo)
+    message = _load_error(tmp_path, folder, valid_split="validation[:10]")
     assert "no file for split 'validation'" in message and "splits found: test, train" in message
     assert "valid_split" in message
 
@@ -490,9 +454,7 @@ def test_folder_without_data_files(tmp_path: Path) -> None:
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "notes.txt").write_text("hi", encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, folder)
-    message = _message(excinfo)
+    message = _load_error(tmp_path, folder)
     assert "holds no {split}" in message and "save_to_disk" in message
 
 
@@ -507,9 +469,7 @@ def test_two_files_for_one_split(tmp_path: Path) -> None:
 
 def test_unreachable_hub_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # no network: fail fast, like an air gap
-    with pytest.raises(UserError) as excinfo:
-        _load(tmp_path, "someone/no-such-dataset:default")
-    message = _message(excinfo)
+    message = _load_error(tmp_path, "someone/no-such-dataset:default")
     assert "'someone/no-such-dataset:default' does not exist locally" in message
     assert "Hub dataset could not be loaded" in message
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from job.errors import UserError, exception_chain
+from job.errors import UserError, exception_chain, first_line
 from job.storage.uris import is_remote, parse_uri
 
 MB = 1024 * 1024
@@ -308,16 +308,16 @@ def _translate(exc: Exception, *, uri: str, what: str, endpoint: str) -> Excepti
                     f"{where}: access denied; grant the job's credentials s3:ListBucket and "
                     "s3:GetObject (and s3:PutObject, s3:DeleteObject for output_uri)"
                 )
-            return StorageError(f"{where}: S3 request failed after retries ({code}: {_first_line(err)})")
+            return StorageError(f"{where}: S3 request failed after retries ({code}: {first_line(err, 300)})")
         if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
             return UserError(
-                f"{where}: no usable AWS credentials ({_first_line(err)}); set AWS_ACCESS_KEY_ID/"
+                f"{where}: no usable AWS credentials ({first_line(err, 300)}); set AWS_ACCESS_KEY_ID/"
                 "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an IAM role"
             )
         if name in ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError"):
             return StorageError(
                 f"{where}: cannot reach the storage endpoint {endpoint} after retries "
-                f"({_first_line(err)}); check s3_endpoint_url/AWS_ENDPOINT_URL and the network"
+                f"({first_line(err, 300)}); check s3_endpoint_url/AWS_ENDPOINT_URL and the network"
             )
         if name == "NoRegionError":
             return UserError(f"{where}: no AWS region configured; set AWS_DEFAULT_REGION (or AWS_REGION)")
@@ -327,17 +327,12 @@ def _translate(exc: Exception, *, uri: str, what: str, endpoint: str) -> Excepti
                 "service account (gcloud auth application-default login locally)"
             )
         if name == "NotFound" and type(err).__module__.startswith("google"):
-            return UserError(f"{where}: bucket or object not found ({_first_line(err)}); check the URI")
+            return UserError(f"{where}: bucket or object not found ({first_line(err, 300)}); check the URI")
         if name in ("Forbidden", "Unauthorized") and type(err).__module__.startswith("google"):
             return UserError(
-                f"{where}: access denied ({_first_line(err)}); grant the service account "
+                f"{where}: access denied ({first_line(err, 300)}); grant the service account "
                 "storage.objects.get/list (and create/delete for output_uri)"
             )
         if type(err).__module__.startswith("google.api_core"):
-            return StorageError(f"{where}: GCS request failed after retries ({_first_line(err)})")
+            return StorageError(f"{where}: GCS request failed after retries ({first_line(err, 300)})")
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
