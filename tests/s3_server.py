@@ -116,13 +116,9 @@ class CuttingProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, request: bool) -> None:
         try:
             while data := src.recv(65536):
-                if request:
-                    with self._lock:
-                        self.sent += len(data)
-                        tripped = self.limit is not None and self.sent >= self.limit
-                    if tripped:
-                        self._trip(src, dst)
-                        return
+                if request and self._crosses_limit(len(data)):
+                    self._trip(src, dst)
+                    return
                 dst.sendall(data)
         except OSError:
             pass
@@ -130,14 +126,26 @@ class CuttingProxy:
             for sock in (src, dst):
                 _close(sock)
 
+    def _crosses_limit(self, nbytes: int) -> bool:
+        """Counts request bytes; True for the one connection that crosses the limit (parallel uploads can reach it
+        together, and a permanent cut then drops the others with everything else)."""
+        with self._lock:
+            self.sent += nbytes
+            if self.down.is_set():
+                return True  # after a permanent cut nothing more passes
+            if self.limit is None or self.sent < self.limit:
+                return False
+            self.limit = None
+            self.dropped += 1
+            if self.permanent:
+                self.down.set()
+            return True
+
     def _trip(self, src: socket.socket, dst: socket.socket) -> None:
-        self.dropped += 1
         if self.permanent:
-            self.down.set()
             _close(self.listener)  # new connections are refused
             self._close_all()
         else:
-            self.limit = None
             for sock in (src, dst):
                 _close(sock)
 
