@@ -48,6 +48,8 @@ def setup_logging(*, verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
     # datasets' sort (length-sorted evaluation) uses a pyarrow option pyarrow 25 deprecates; nothing for users to do
     warnings.filterwarnings("ignore", message=".*null_placement in SortOptions is deprecated.*")
+    # peft's LoRA setup reads a transformers attribute that transformers 5 renamed; nothing for users to do
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing` is deprecated.*")
     # bitsandbytes on CPU suggests an optional Hub "kernels" package for faster 4-bit matmuls, at import time,
     # in every run (quantized or not); int4 works without it.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(max(level, logging.ERROR))
