@@ -40,7 +40,7 @@ COPY constraints/image.txt /tmp/constraints.txt
 # torch first: deepspeed's setup.py imports it (hence --no-build-isolation below). Versions: constraints file.
 RUN pip install -c /tmp/constraints.txt setuptools torch \
         ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple}
-# The job lives in /app next to deepspeed_configs/ (job.distributed finds the presets there), installed in
+# The job lives in /app next to deepspeed_configs/ (job.training.deepspeed finds the presets there), installed in
 # editable mode so the venv points at it; both folders are copied to the final image at the same paths.
 COPY pyproject.toml README.md /app/
 COPY job /app/job

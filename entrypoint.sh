@@ -7,7 +7,7 @@
 #   IMAGE bash | python ... | any command   run as given
 #
 # Everything that decides something (platform, topology, GPU count, torchrun or a single process) lives in
-# Python, in job.launch and job.platform, where it is unit-tested. `exec` keeps the launcher as this process,
+# Python, in job.launch and job.platforms, where it is unit-tested. `exec` keeps the launcher as this process,
 # so SIGTERM from the platform reaches it (and through torchrun, every worker).
 set -euo pipefail
 

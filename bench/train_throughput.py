@@ -1,7 +1,7 @@
 """Throughput benchmark: our defaults vs. the plain setup of transformers' run_summarization.py.
 
 A fixed synthetic workload with inputs of very different lengths (10–200 words) is trained once with
-``job.train.train`` (our defaults: length-grouped batches, length-sorted evaluation) and once with a plain
+``job.pipeline.train`` (our defaults: length-grouped batches, length-sorted evaluation) and once with a plain
 ``Seq2SeqTrainer`` set up the way ``run_summarization.py`` sets it up (random sampler, per-batch dynamic
 padding), at the same hyperparameters, on the same model and data. Each setup runs in its own process so peak
 memory is measured separately. Prints one JSON object with samples/s, non-padding tokens/s, eval time, peak
@@ -80,22 +80,40 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     texts = [r["text"] for r in rows] + [r["target"] for r in rows]
     build_builtin_model("t5-tiny", texts=texts, out_dir=model_dir, seed=0)
     config = T5Config.from_pretrained(model_dir)
-    config.update({"d_model": args.d_model, "d_ff": 4 * args.d_model, "d_kv": args.d_model // 4, "num_heads": 4,
-                   "num_layers": args.layers, "num_decoder_layers": args.layers})  # fmt: skip
+    config.update(
+        {
+            "d_model": args.d_model,
+            "d_ff": 4 * args.d_model,
+            "d_kv": args.d_model // 4,
+            "num_heads": 4,
+            "num_layers": args.layers,
+            "num_decoder_layers": args.layers,
+        }
+    )
     AutoModelForSeq2SeqLM.from_config(config).save_pretrained(model_dir)
     return data_dir, model_dir
 
 
 def run_ours(data_dir: Path, model_dir: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     from job.params import Seq2SeqParams
-    from job.train import train
+    from job.pipeline import train
 
     params = Seq2SeqParams(
-        data_path=str(data_dir), model=str(model_dir), valid_split="validation", project_name=str(out),
-        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
-        max_target_length=args.max_target_length, mixed_precision=args.mixed_precision, seed=args.seed,
-        eval_strategy="no", early_stopping_patience=0, logging_steps=50,
-    )  # fmt: skip
+        data_path=str(data_dir),
+        model=str(model_dir),
+        valid_split="validation",
+        project_name=str(out),
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        max_target_length=args.max_target_length,
+        mixed_precision=args.mixed_precision,
+        seed=args.seed,
+        eval_strategy="no",
+        early_stopping_patience=0,
+        logging_steps=50,
+    )
     metrics = train(params)
     same_model = evaluate_with_our_pipeline(out.parent / "out-plain" / "final", data_dir, params)
     return {
@@ -120,13 +138,18 @@ def evaluate_with_our_pipeline(model_dir: Path, data_dir: Path, params: Any) -> 
 
     from job.data import load_data
     from job.preprocess import tokenize_data
-    from job.trainer import build_trainer
+    from job.training.build import build_trainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
     data = load_data(data_path=str(data_dir), valid_split="validation")
-    tokens = tokenize_data(data, tokenizer, max_seq_length=params.max_seq_length,
-                           max_target_length=params.max_target_length, sort_valid_by_length=True)  # fmt: skip
+    tokens = tokenize_data(
+        data,
+        tokenizer,
+        max_seq_length=params.max_seq_length,
+        max_target_length=params.max_target_length,
+        sort_valid_by_length=True,
+    )
     return build_trainer(params=params, model=model, tokenizer=tokenizer, data=tokens).evaluate()
 
 
@@ -158,18 +181,32 @@ def run_plain(data_dir: Path, model_dir: Path, out: Path, args: argparse.Namespa
 
     tokenized = raw.map(preprocess, batched=True, remove_columns=["text", "target"])
     training_args = Seq2SeqTrainingArguments(
-        output_dir=str(out), learning_rate=args.lr, num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=args.batch_size, seed=args.seed,
-        warmup_steps=0.1, bf16=args.mixed_precision == "bf16", fp16=args.mixed_precision == "fp16",
-        predict_with_generate=True, generation_max_length=args.max_target_length, logging_steps=50,
-        save_strategy="no", report_to="none",
-    )  # fmt: skip
+        output_dir=str(out),
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        seed=args.seed,
+        warmup_steps=0.1,
+        bf16=args.mixed_precision == "bf16",
+        fp16=args.mixed_precision == "fp16",
+        predict_with_generate=True,
+        generation_max_length=args.max_target_length,
+        logging_steps=50,
+        save_strategy="no",
+        report_to="none",
+    )
     trainer = Seq2SeqTrainer(
-        model=model, args=training_args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
-        processing_class=tokenizer, compute_metrics=build_compute_metrics(tokenizer),
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100,
-                                             pad_to_multiple_of=8 if args.mixed_precision else None),
-    )  # fmt: skip
+        model=model,
+        args=training_args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tokenizer),
+        data_collator=DataCollatorForSeq2Seq(
+            tokenizer, model=model, label_pad_token_id=-100, pad_to_multiple_of=8 if args.mixed_precision else None
+        ),
+    )
     result = trainer.train().metrics
     tokens = sum(len(x) for x in tokenized["train"]["input_ids"]) + sum(len(x) for x in tokenized["train"]["labels"])
     evaluation = trainer.evaluate()
@@ -235,13 +272,28 @@ def main() -> None:
         for setup in ("plain", "ours"):
             proc = subprocess.run(
                 [sys.executable, __file__, *passthrough, "--setup", setup, "--work", str(work)],
-                check=True, capture_output=True, text=True,
-            )  # fmt: skip
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             results[setup] = json.loads(proc.stdout.strip().splitlines()[-1])
     report = {
-        "workload": {k: getattr(args, k) for k in ("rows", "lengths", "eval_rows", "d_model", "layers", "batch_size",
-                                                   "epochs", "lr", "max_seq_length", "max_target_length",
-                                                   "mixed_precision")},
+        "workload": {
+            k: getattr(args, k)
+            for k in (
+                "rows",
+                "lengths",
+                "eval_rows",
+                "d_model",
+                "layers",
+                "batch_size",
+                "epochs",
+                "lr",
+                "max_seq_length",
+                "max_target_length",
+                "mixed_precision",
+            )
+        },
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         **results,
         "speedup_samples_per_second": round(
@@ -253,7 +305,7 @@ def main() -> None:
         "eval_time_ratio_same_model_ours_over_plain": round(
             results["ours"]["eval_runtime_on_plain_model"] / results["plain"]["eval_runtime"], 2
         ),
-    }  # fmt: skip
+    }
     print(json.dumps(report, indent=2))
 
 

@@ -27,36 +27,90 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "demo_data"
 
 COLOURS = ["red", "blue", "green", "black", "white", "brown", "grey", "yellow", "orange", "purple"]
 ANIMALS = [
-    "fox", "dog", "cat", "horse", "goat", "sheep", "rabbit", "owl",
-    "duck", "bear", "wolf", "deer", "mouse", "pig", "cow",
-]  # fmt: skip
+    "fox",
+    "dog",
+    "cat",
+    "horse",
+    "goat",
+    "sheep",
+    "rabbit",
+    "owl",
+    "duck",
+    "bear",
+    "wolf",
+    "deer",
+    "mouse",
+    "pig",
+    "cow",
+]
 VERBS = [
-    "jumped", "ran", "slept", "swam", "danced", "hid", "rested", "sang",
-    "climbed", "wandered", "played", "waited",
-]  # fmt: skip
+    "jumped",
+    "ran",
+    "slept",
+    "swam",
+    "danced",
+    "hid",
+    "rested",
+    "sang",
+    "climbed",
+    "wandered",
+    "played",
+    "waited",
+]
 PLACES = [
-    "river", "barn", "forest", "bridge", "market", "school", "garden", "station",
-    "church", "harbour", "castle", "meadow",
-]  # fmt: skip
+    "river",
+    "barn",
+    "forest",
+    "bridge",
+    "market",
+    "school",
+    "garden",
+    "station",
+    "church",
+    "harbour",
+    "castle",
+    "meadow",
+]
 DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 PREPOSITIONS = ["over the fence near", "around the corner by", "behind the wall at", "close to", "next to"]
 OPENERS = ["Report:", "News:", "Update:", "Bulletin:", "Local news:", "Breaking:"]
 LEADS = [
-    "this week", "early in the morning", "late at night", "according to local reports",
-    "as expected", "once again", "for the first time",
-]  # fmt: skip
+    "this week",
+    "early in the morning",
+    "late at night",
+    "according to local reports",
+    "as expected",
+    "once again",
+    "for the first time",
+]
 TAILS = [
-    "witnesses said", "and nobody knows why", "said a local farmer", "the mayor confirmed",
-    "while a small crowd watched", "before the rain started", "and then it went home",
-    "to the surprise of many", "people told the paper", "which was quite unusual",
-    "as children laughed", "and the town talked about it for days",
-]  # fmt: skip
+    "witnesses said",
+    "and nobody knows why",
+    "said a local farmer",
+    "the mayor confirmed",
+    "while a small crowd watched",
+    "before the rain started",
+    "and then it went home",
+    "to the surprise of many",
+    "people told the paper",
+    "which was quite unusual",
+    "as children laughed",
+    "and the town talked about it for days",
+]
 FILLER = [
-    "it was a quiet day", "the weather was mild", "some people stopped to look",
-    "a few cars drove past", "the sky was clear", "nothing else happened",
-    "the shops were still open", "an old man took a photo", "a light wind was blowing",
-    "the streets were busy", "most people were at work", "the bells rang twice",
-]  # fmt: skip
+    "it was a quiet day",
+    "the weather was mild",
+    "some people stopped to look",
+    "a few cars drove past",
+    "the sky was clear",
+    "nothing else happened",
+    "the shops were still open",
+    "an old man took a photo",
+    "a light wind was blowing",
+    "the streets were busy",
+    "most people were at work",
+    "the bells rang twice",
+]
 
 
 def _event(rng: random.Random) -> tuple[list[str], str]:

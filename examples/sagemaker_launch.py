@@ -57,8 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-run-hours", type=float, default=24.0, help="Training time limit.")
     parser.add_argument("--max-wait-hours", type=float, default=48.0, help="Spot: waiting for capacity + training.")
     parser.add_argument("--on-demand", action="store_true", help="Use on-demand instead of spot capacity.")
-    parser.add_argument("--hyperparameter", "-p", action="append", default=[], metavar="NAME=VALUE",
-                        help="Override or add a job parameter, e.g. -p epochs=5 (repeatable).")  # fmt: skip
+    parser.add_argument(
+        "--hyperparameter",
+        "-p",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Override or add a job parameter, e.g. -p epochs=5 (repeatable).",
+    )
     parser.add_argument("--print", action="store_true", help="Print the Estimator arguments and exit.")
     return parser.parse_args(argv)
 

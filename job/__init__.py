@@ -1,10 +1,10 @@
-"""Fine-tune encoder-decoder (seq2seq) models: params → data → tokenize → model → train → evaluate → export."""
+"""Fine-tune encoder-decoder (seq2seq) models: params → data → tokenize → model → train → evaluate → export.
 
-import os
+``docs/architecture.md`` maps each step and each platform fact to its module.
+"""
+
+from job.context import apply_library_defaults
 
 __version__ = "0.1.0"
 
-# Air-gapped clusters: no telemetry, and datasets must not ping the Hub to count loads of local files
-# (an unreachable DNS lookup stalls each load by seconds). Users can still override both.
-os.environ.setdefault("HF_UPDATE_DOWNLOAD_COUNTS", "0")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+apply_library_defaults()  # before datasets/huggingface_hub are imported by any module of the job

@@ -4,7 +4,7 @@
     seq2seq-job validate --params job.json          # (or train --dry-run) check params and data, no training
     seq2seq-job --train --data-path data.csv …      # AutoTrain style
 
-This is the only place that turns exceptions into exit codes (see job.errors).
+Every command ends in :func:`job.exits.run`, the one place that turns exceptions into exit codes.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from job import __version__
-from job.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, UserError, disk_full
+from job import __version__, exits
+from job.context import RunContext, environment, read_context
+from job.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR, UserError
 from job.params import ENV_PREFIX, PARAMS_ENV, Seq2SeqParams
-from job.platform import apply_platform, write_failure
-from job.storage import StorageError
 
 log = logging.getLogger("job")
 
@@ -40,8 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{train,validate,predict}")
-    for name, text in (("train", "Train, evaluate and write the outputs."),
-                       ("validate", "Check params and data, print token statistics; no training.")):  # fmt: skip
+    commands = (
+        ("train", "Train, evaluate and write the outputs."),
+        ("validate", "Check params and data, print token statistics; no training."),
+    )
+    for name, text in commands:
         command = sub.add_parser(name, help=text, description=text, usage=f"seq2seq-job {name} [options]")
         _add_param_flags(command, dry_run=name == "train")
     _add_predict(sub)
@@ -82,12 +84,12 @@ def _add_param_flags(parser: argparse.ArgumentParser, *, dry_run: bool) -> None:
         for flag, target, text in ((kebab, group, help_text), (f"--{name}", parser, argparse.SUPPRESS)):
             if flag == kebab and target is parser:
                 continue
-            if info.annotation is bool:
-                target.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                    help=text)  # fmt: skip
-            else:
-                target.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=_metavar(name, info.annotation),
-                                    help=text)  # fmt: skip
+            kind: dict[str, Any] = (
+                {"action": argparse.BooleanOptionalAction}
+                if info.annotation is bool
+                else {"metavar": _metavar(name, info.annotation)}
+            )
+            target.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=text, **kind)
 
 
 def _metavar(name: str, annotation: Any) -> str:
@@ -101,7 +103,7 @@ def _metavar(name: str, annotation: Any) -> str:
     return name.upper()
 
 
-def _normalise_argv(argv: list[str]) -> list[str]:
+def normalise_argv(argv: list[str]) -> list[str]:
     """Accept `seq2seq-job --train …` (AutoTrain) and a bare flag list as `train …`."""
     if (argv and argv[0] in COMMANDS) or any(a in ("-h", "--help", "--version") for a in argv[:1]):
         return argv
@@ -111,82 +113,69 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(_normalise_argv(list(sys.argv[1:] if argv is None else argv)))
+    """``seq2seq-job``: parse, then run the command through the one exit path (job.exits)."""
+    args = build_parser().parse_args(normalise_argv(list(sys.argv[1:] if argv is None else argv)))
     from job.logs import setup_logging
 
-    setup_logging(verbose=args.verbose)
-    overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
+    env = environment()
+    setup_logging(read_context(env).process, verbose=args.verbose)
     volumes: list[Path] = []  # where the job writes: a failure there with no space left is reported as disk full
-    try:
+
+    def command() -> int:
         if args.command == "predict":
             return _predict(args)
-        # SageMaker hyperparameters, data channels and folders, Vertex AIP_* folders (job.platform).
-        overrides = apply_platform(overrides, params_file=args.params)
-        params = Seq2SeqParams.load(overrides, params_file=args.params)
-        volumes = [params.output_dir, params.checkpoints_dir]
+        from job.preflight import preflight
+
+        overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
+        ctx, params = preflight(overrides, params_file=args.params, env=env)
+        volumes.extend([params.output_dir, params.resolved_checkpoint_dir])
         if args.command == "validate" or getattr(args, "dry_run", False):
-            return _validate(params)
-        return _train(params)
-    except UserError as exc:
-        log.error("%s", exc)
-        write_failure(str(exc))  # where the platform shows it: /opt/ml/output/failure, /dev/termination-log
-        return EXIT_USER_ERROR
-    except Preempted as exc:  # SIGTERM/SIGINT: checkpoint saved and uploaded; the platform's retry resumes
-        log.warning("%s", exc)
-        return EXIT_PREEMPTED
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
-    except StorageError as exc:  # storage still failing after the client's retries: one line, retryable (exit 1)
-        log.error("%s", exc)
-        write_failure(str(exc))
-        return EXIT_FAILURE
-    except Exception as exc:
-        if full := disk_full(exc, volumes):  # retryable: a retry may get a node with space
-            log.error("%s", full)
-            write_failure(full)
-            return EXIT_FAILURE
-        log.exception("%s failed", args.command)
-        write_failure(f"{args.command} failed: {type(exc).__name__}: {exc}")
-        return EXIT_FAILURE
+            return _validate(params, ctx)
+        return _train(params, ctx)
+
+    return exits.run(command, name=args.command, env=env, volumes=lambda: volumes)
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from job.predict import predict, read_inputs, write_outputs
 
     texts = list(args.text) + (read_inputs(Path(args.input_file), args.text_column) if args.input_file else [])
     if not texts:
         raise UserError("predict needs inputs: --text 'some text' (repeatable) or --input-file FILE")
-    predictions = predict(texts, model_dir=Path(args.model_dir), batch_size=args.batch_size,
-                          max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                          source_prefix=args.source_prefix)  # fmt: skip
+    predictions = predict(
+        texts,
+        model_dir=Path(args.model_dir),
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        source_prefix=args.source_prefix,
+    )
     write_outputs(Path(args.output) if args.output else None, texts, predictions)
     return EXIT_OK
 
 
-def _validate(params: Seq2SeqParams) -> int:
-    from job.train import validate
+def _validate(params: Seq2SeqParams, ctx: RunContext) -> int:
+    from job.pipeline import validate
 
-    report = validate(params)
+    report = validate(params, ctx)
     print(report.pop("table"))
     print(json.dumps(report, indent=2))
     log.info("Params and data are valid; nothing was trained")
     return EXIT_OK
 
 
-def _train(params: Seq2SeqParams) -> int:
+def _train(params: Seq2SeqParams, ctx: RunContext) -> int:
     from job import resume, storage
+    from job.context import storage_settings
 
     log.info("Parameters: %s", json.dumps(params.redacted_dict(), sort_keys=True))
-    storage.configure(s3_endpoint_url=params.s3_endpoint_url)
-    # A retried pod of a finished job: exit 0 in a second, before importing torch/transformers (job.train).
+    storage.configure(storage_settings(ctx.env, s3_endpoint_url=params.s3_endpoint_url))
+    # A retried pod of a finished job: exit 0 in a second, before importing torch/transformers (job.pipeline).
     metrics = None if params.overwrite else resume.finished_outputs(params)
     if metrics is None:
-        from job.train import train
+        from job.pipeline import train
 
-        metrics = train(params)
+        metrics = train(params, ctx)
     summary = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     log.info("Final metrics: %s", json.dumps(summary, sort_keys=True))
     return EXIT_OK

@@ -37,7 +37,7 @@ class UserError(Exception):
 class Preempted(Exception):
     """Training stopped on SIGTERM/SIGINT after saving (and uploading) a checkpoint: exit ``EXIT_PREEMPTED``.
 
-    Raised by :mod:`job.preemption`; the platform's retry resumes from that checkpoint (:mod:`job.resume`).
+    Raised by :mod:`job.training.preemption`; the platform's retry resumes from that checkpoint (:mod:`job.resume`).
     """
 
     exit_code = EXIT_PREEMPTED
@@ -78,8 +78,10 @@ def disk_full(exc: BaseException, folders: Iterable[Path] = ()) -> str | None:
             continue
         usage = shutil.disk_usage(probe)
         if usage.free < min(LOW_SPACE_BYTES, usage.total // 100):
-            return (f"disk full: {type(exc).__name__} ({first_line(exc, 200)}) while {probe} has "
-                    f"{usage.free // 2**20} MB free; free space or give the job a larger volume")  # fmt: skip
+            return (
+                f"disk full: {type(exc).__name__} ({first_line(exc, 200)}) while {probe} has "
+                f"{usage.free // 2**20} MB free; free space or give the job a larger volume"
+            )
     return None
 
 

@@ -98,7 +98,11 @@ def push_to_hub(
         raise
     commit_url = str(getattr(commit, "commit_url", commit))
     log.info(
-        "Pushed %s to %s (%s, %.1f s): %s", folder, url, "private" if private else "public",
-        time.monotonic() - started, commit_url,
-    )  # fmt: skip
+        "Pushed %s to %s (%s, %.1f s): %s",
+        folder,
+        url,
+        "private" if private else "public",
+        time.monotonic() - started,
+        commit_url,
+    )
     return commit_url

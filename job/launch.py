@@ -6,7 +6,7 @@
 
 Processes per node: ``num_processes`` (flag, env or JSON, like every parameter) > the platform's
 ``NPROC_PER_NODE`` > the number of visible CUDA GPUs > 1. Nodes, node rank and master address/port come from
-:func:`job.platform.detect_topology` (SageMaker, Vertex AI, Kubeflow, Indexed Jobs, or plain ``NNODES`` …).
+:func:`job.platforms.topology.detect_topology` (SageMaker, Vertex AI, Kubeflow, Indexed Jobs, or plain ``NNODES`` …).
 
 * One process on one node (and no DeepSpeed): this process *becomes* ``python -m job …`` (``os.execve``),
   so exit codes and signals are the job's own.
@@ -24,17 +24,21 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from job.distributed import EXIT_CODE_DIR_ENV, read_exit_codes, resolve_exit_code
-from job.errors import EXIT_FAILURE, EXIT_USER_ERROR, UserError
-from job.topology import Topology
+from job import exits
+from job.context import EXIT_CODE_DIR_ENV, environment
+from job.errors import UserError
+from job.platforms.detect import PlatformInfo
+from job.platforms.topology import Topology, detect_topology
 
 log = logging.getLogger("job.launch")
 
@@ -42,9 +46,9 @@ MASTER_WAIT_S = 600.0  # how long a node waits for the master's host name to res
 # Node-level variables from the platform, and torchrun's own, that must not reach torchrun or its workers:
 # torchrun gives each worker its per-process RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*, and reads PET_* as defaults.
 _SCRUBBED = (
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
-    "ROLE_WORLD_SIZE", "ROLE_NAME", "NODE_RANK", "NNODES", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT",
-)  # fmt: skip
+    *("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK"),
+    *("ROLE_WORLD_SIZE", "ROLE_NAME", "NODE_RANK", "NNODES", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT"),
+)
 _SCRUBBED_PREFIXES = ("PET_", "TORCHELASTIC_")
 
 
@@ -78,10 +82,8 @@ def build_command(
         return [python, *job]
     torchrun = [python, "-m", "torch.distributed.run"]
     if topology.multi_node:
-        torchrun += [
-            "--nnodes", str(topology.nnodes), "--node_rank", str(topology.node_rank),
-            "--master_addr", str(topology.master_addr), "--master_port", str(topology.master_port),
-        ]  # fmt: skip
+        torchrun += ["--nnodes", str(topology.nnodes), "--node_rank", str(topology.node_rank)]
+        torchrun += ["--master_addr", str(topology.master_addr), "--master_port", str(topology.master_port)]
     else:
         torchrun += ["--standalone"]  # a free local port: several single-node jobs can share a machine
     return [*torchrun, "--nproc_per_node", str(nproc_per_node), "--max_restarts", "0", *job]
@@ -95,12 +97,20 @@ def clean_env(
     ``extra`` is added (e.g. the socket interface SageMaker wants NCCL/Gloo to use); ``cpu_threads`` sets
     OMP_NUM_THREADS unless the user did (CPU processes sharing a machine; torchrun would otherwise force 1).
     """
-    out = {
-        k: v for k, v in env.items() if k not in _SCRUBBED and not k.startswith(_SCRUBBED_PREFIXES)
-    }  # fmt: skip
+    out = {k: v for k, v in env.items() if k not in _SCRUBBED and not k.startswith(_SCRUBBED_PREFIXES)}
     out.update(extra or {})
     if cpu_threads and "OMP_NUM_THREADS" not in env:
         out["OMP_NUM_THREADS"] = str(cpu_threads)
+    return out
+
+
+def worker_env(info: PlatformInfo, env: Mapping[str, str]) -> dict[str, str]:
+    """Variables the launcher adds for the workers: the socket interface NCCL/Gloo must use on SageMaker."""
+    out: dict[str, str] = {}
+    if info.nccl_socket_ifname:
+        for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+            if not env.get(name):
+                out[name] = info.nccl_socket_ifname
     return out
 
 
@@ -122,52 +132,45 @@ def describe(*, command: Sequence[str], nproc_per_node: int, topology: Topology,
 # -------------------------------------------------------------------------------------------------- running
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
-    )  # fmt: skip
-    from job.cli import _normalise_argv
+    )
+    from job.cli import normalise_argv
 
-    job_argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    job_argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     if not job_argv or job_argv[0] != "train" or "--dry-run" in job_argv:
         _exec([sys.executable, "-m", "job", *job_argv], clean_env(os.environ))  # validate, predict: 1 process
-    try:
-        params, topology, gpus = _plan_inputs(job_argv)
-        nproc = processes_per_node(requested=params.num_processes, topology=topology, gpus=gpus)
-        command = build_command(
-            job_argv, nproc_per_node=nproc, topology=topology, needs_launcher=bool(params.deepspeed)
-        )
-        log.info("%s", describe(command=command, nproc_per_node=nproc, topology=topology, gpus=gpus, params=params))
-        env = clean_env(os.environ, extra=_platform_env(), cpu_threads=None if gpus else _threads_per_process(nproc))
-        if topology.multi_node:
-            _wait_for_master(topology)
-    except UserError as exc:
-        return _failed(str(exc), EXIT_USER_ERROR)
-    except Exception as exc:  # e.g. the master's host name never resolved: retryable
-        return _failed(f"launch failed: {type(exc).__name__}: {exc}", EXIT_FAILURE)
+    env = environment()
+    return exits.run(lambda: _launch(job_argv, env), name="launch", env=env)
+
+
+def _launch(job_argv: list[str], env: Mapping[str, str]) -> int:
+    """Check the params, pick processes and topology, and start the job (exec or torchrun)."""
+    params, info, topology, gpus = _plan_inputs(job_argv, env)
+    nproc = processes_per_node(requested=params.num_processes, topology=topology, gpus=gpus)
+    command = build_command(job_argv, nproc_per_node=nproc, topology=topology, needs_launcher=bool(params.deepspeed))
+    log.info("%s", describe(command=command, nproc_per_node=nproc, topology=topology, gpus=gpus, params=params))
+    threads = None if gpus else _threads_per_process(nproc)
+    workers = clean_env(os.environ, extra=worker_env(info, env), cpu_threads=threads)
+    if topology.multi_node:
+        _wait_for_master(topology)
     if command[1:3] == ["-m", "job"]:
-        _exec(command, env)
-    return run_torchrun(command, env)
+        _exec(command, workers)
+    return run_torchrun(command, workers)
 
 
-def _failed(reason: str, code: int) -> int:
-    from job.platform import write_failure
-
-    log.error("%s", reason)
-    write_failure(reason)  # where the platform shows it: /opt/ml/output/failure, /dev/termination-log
-    return code
-
-
-def _plan_inputs(job_argv: list[str]) -> tuple[Any, Topology, int]:
-    """The validated params (as the job itself will read them), this node's topology, and the GPU count."""
+def _plan_inputs(job_argv: list[str], env: Mapping[str, str]) -> tuple[Any, PlatformInfo, Topology, int]:
+    """The checked params (as the job itself will read them), the platform, this node's topology, the GPUs."""
     from job.cli import build_parser
     from job.params import Seq2SeqParams
-    from job.platform import apply_platform, detect_topology
+    from job.preflight import preflight
 
     args = build_parser().parse_args(job_argv)
     overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
-    overrides = apply_platform(overrides, params_file=args.params)
-    params = Seq2SeqParams.load(overrides, params_file=args.params)
-    return params, detect_topology(), _cuda_device_count()
+    ctx, params = preflight(overrides, params_file=args.params, env=env)
+    return params, ctx.platform, detect_topology(env), ctx.cuda_devices
 
 
 def run_torchrun(command: list[str], env: dict[str, str]) -> int:
@@ -185,21 +188,29 @@ def run_torchrun(command: list[str], env: dict[str, str]) -> int:
     with tempfile.TemporaryDirectory(prefix="job-exit-codes-") as codes:
         try:
             # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, not twice.
-            children.append(subprocess.Popen(
+            child = subprocess.Popen(
                 command, env={**env, EXIT_CODE_DIR_ENV: codes}, start_new_session=True, preexec_fn=_die_with_parent
-            ))  # fmt: skip
+            )
+            children.append(child)
             for signum in received:  # arrived while torchrun was starting
                 children[0].send_signal(signum)
             returncode = children[0].wait()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        workers = read_exit_codes(Path(codes))
-    code = resolve_exit_code(returncode, workers, signalled=received[0] if received else None)
+        workers = exits.read_exit_codes(Path(codes))
+    code = exits.resolve_exit_code(returncode, workers, signalled=received[0] if received else None)
     if code:
         how = f"stopped by {signal.Signals(received[0]).name}" if received else "failed"
-        log.log(logging.WARNING if received else logging.ERROR, "Job %s: exit code %d (torchrun exit %d; worker "
-                "exit codes by rank: %s)", how, code, returncode, workers or "none recorded")  # fmt: skip
+        level = logging.WARNING if received else logging.ERROR
+        log.log(
+            level,
+            "Job %s: exit code %d (torchrun exit %d; worker exit codes by rank: %s)",
+            how,
+            code,
+            returncode,
+            workers or "none recorded",
+        )
     return code
 
 
@@ -219,28 +230,34 @@ def _die_with_parent() -> None:
         pass
 
 
-def _cuda_device_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def _threads_per_process(nproc: int) -> int:
     return max(1, (os.cpu_count() or 1) // nproc)
 
 
-def _platform_env() -> dict[str, str]:
-    from job.platform import launch_env
-
-    return launch_env()
-
-
 def _wait_for_master(topology: Topology) -> None:
-    from job.platform import wait_for_host
-
     waited = wait_for_host(str(topology.master_addr), MASTER_WAIT_S)
     if waited >= 1:
         log.info("Master %s resolved after %.0f s", topology.master_addr, waited)
+
+
+def wait_for_host(host: str, timeout_s: float = 300.0, *, interval_s: float = 1.0) -> float:
+    """Wait until ``host`` resolves (pod and SageMaker host names appear in DNS late); return seconds waited.
+
+    Raises TimeoutError (a retryable failure, exit code 1) naming the host when it never resolves.
+    """
+    start = time.monotonic()
+    delay = interval_s
+    while True:
+        try:
+            socket.getaddrinfo(host, None)
+            return time.monotonic() - start
+        except (socket.gaierror, UnicodeError) as exc:
+            waited = time.monotonic() - start
+            if waited >= timeout_s:
+                raise TimeoutError(f"master host {host!r} did not resolve within {timeout_s:.0f}s: {exc}") from None
+            log.info("Waiting for %s to resolve (%.0fs so far): %s", host, waited, exc)
+            time.sleep(min(delay, max(timeout_s - waited, 0.0)))
+            delay = min(delay * 2, 10.0)
 
 
 if __name__ == "__main__":

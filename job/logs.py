@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 
-from job import ranks
+from job.context import ProcessInfo
 
 FORMAT = "%(asctime)s %(levelname)s {where}%(name)s: %(message)s"
 SECRET_LEAKING_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "google.auth", "google.cloud")
 
 
-def setup_logging(*, verbose: bool = False) -> None:
+def setup_logging(process: ProcessInfo, *, verbose: bool = False) -> None:
     """INFO on the main process, WARNING elsewhere, so N processes don't print N copies of everything."""
-    main = ranks.is_main_process()
+    main = process.is_main
     level = logging.DEBUG if verbose else logging.INFO if main else logging.WARNING
-    where = f"[rank {ranks.rank()}] " if ranks.world_size() > 1 else ""
+    where = f"[rank {process.rank}] " if process.world_size > 1 else ""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT.format(where=where), datefmt="%Y-%m-%dT%H:%M:%S"))
     root = logging.getLogger()
@@ -44,7 +43,6 @@ def setup_logging(*, verbose: bool = False) -> None:
         transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars make noise in log viewers
     if not main:
         datasets.disable_progress_bars()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from datasets.map workers
     warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
     # datasets' sort (length-sorted evaluation) uses a pyarrow option pyarrow 25 deprecates; nothing for users to do
     warnings.filterwarnings("ignore", message=".*null_placement in SortOptions is deprecated.*")

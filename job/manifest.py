@@ -7,12 +7,12 @@ knows every file it lists was fully written. Readers trust only folders whose ma
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from job.jsonfiles import read_object_or_empty, write_atomic
 
 MANIFEST = "manifest.json"
 
@@ -36,13 +36,6 @@ def list_files(folder: Path, *, exclude: Iterable[str] = ()) -> list[Path]:
     return files
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file and rename it into place: readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_manifest(
     folder: Path, *, kind: str, exclude: Iterable[str] = (), extra: dict[str, Any] | None = None
 ) -> dict:
@@ -55,16 +48,13 @@ def write_manifest(
         "files": {str(rel): {"size": (folder / rel).stat().st_size, "sha256": sha256(folder / rel)} for rel in files},
         **(extra or {}),
     }
-    write_json_atomic(folder / MANIFEST, manifest)
+    write_atomic(folder / MANIFEST, manifest)
     return manifest
 
 
 def read_manifest(folder: Path) -> dict | None:
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("complete") is True else None
+    data = read_object_or_empty(folder / MANIFEST)
+    return data if data.get("complete") is True else None
 
 
 def verify(folder: Path, *, checksums: bool = False) -> bool:

@@ -14,8 +14,8 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from job.builtin_models import build_builtin_model, is_builtin
 from job.data import SOURCE, TARGET, DataBundle
-from job.distributed import build_once
 from job.errors import UserError, first_line
+from job.locks import build_once
 from job.params import Seq2SeqParams
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,11 @@ def resolve_model_source(params: Seq2SeqParams, data: DataBundle, *, work_dir: P
     log.info("Building %s: a tiny random model with a tokenizer trained on the data (demo only)", params.model)
     # All processes of a node start here together: one builds (under a file lock), the others reuse its folder.
     key = hashlib.sha256(json.dumps([params.model, params.seed, texts]).encode()).hexdigest()
-    build_once(out_dir, key=key, build=lambda: build_builtin_model(params.model, texts=texts, out_dir=out_dir,
-                                                                   seed=params.seed))  # fmt: skip
+    build_once(
+        out_dir,
+        key=key,
+        build=lambda: build_builtin_model(params.model, texts=texts, out_dir=out_dir, seed=params.seed),
+    )
     return str(out_dir)
 
 
@@ -47,12 +50,12 @@ def load_tokenizer(source: str, params: Seq2SeqParams) -> Any:
     return tokenizer
 
 
-def load_model(source: str, params: Seq2SeqParams, tokenizer: Any) -> PreTrainedModel:
+def load_model(source: str, params: Seq2SeqParams, tokenizer: Any, *, local_rank: int = 0) -> PreTrainedModel:
     """The base model, quantized and LoRA-wrapped as the params say, ready for the Trainer."""
     kwargs: dict[str, Any] = {"token": params.token_value()}
     if params.quantized:
         kwargs["quantization_config"] = _quantization_config(params.quantization)
-        kwargs["device_map"] = {"": _local_device()}
+        kwargs["device_map"] = {"": _local_device(local_rank)}
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(source, **kwargs)
     except OSError as exc:
@@ -118,7 +121,7 @@ def _check_bitsandbytes_device(quantization: str) -> None:
         raise UserError(
             f"quantization={quantization}: bitsandbytes failed to load ({exc}); set quantization=none"
         ) from None
-    device = _local_device().split(":")[0]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     backends = getattr(bnb, "supported_torch_devices", None)
     if backends is not None and device not in backends:
         raise UserError(
@@ -127,12 +130,8 @@ def _check_bitsandbytes_device(quantization: str) -> None:
         )
 
 
-def _local_device() -> str:
-    if torch.cuda.is_available():
-        import os
-
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return "cpu"
+def _local_device(local_rank: int) -> str:
+    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
 
 
 def _fit_embeddings(model: PreTrainedModel, tokenizer: Any) -> None:
@@ -159,3 +158,15 @@ def _not_found(source: str, what: str, exc: Exception) -> str:
         f"could not load {what} for model={source} from the Hub ({first_line(exc)}); check the id, set token/"
         "HF_TOKEN for private models, or use a local folder (air-gapped: set HF_HUB_OFFLINE=1 with a warm cache)"
     )
+
+
+def save_merged(adapter_dir: Path, out_dir: Path, *, base_model: str, params: Seq2SeqParams) -> None:
+    """Reload the base model in full precision, merge the adapter into it and save a plain model."""
+    from peft import PeftModel
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    base = AutoModelForSeq2SeqLM.from_pretrained(base_model, token=params.token_value())
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(str(out_dir))
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out_dir))
+    log.info("Merged model written to %s", out_dir)

@@ -1,21 +1,15 @@
-"""Every parameter of a job, typed, documented and validated in one place.
+"""Every parameter of a job: a pure schema of fields, types, documentation and checks *between* fields.
 
-Sources, highest priority first::
-
-    Python kwargs / CLI flags  >  environment (SEQ2SEQ_LR=…)  >  JSON (--params FILE or SEQ2SEQ_PARAMS)  >  defaults
-
-``SEQ2SEQ_PARAMS`` holds either a path to a JSON file or the JSON itself. Environment and JSON values may be
-strings ("3" → 3, "true" → True, "none" → None), which is also how SageMaker hands hyperparameters over.
-All problems are collected and reported at once, as one :class:`~job.errors.UserError` line.
+Building a :class:`Seq2SeqParams` reads nothing but its arguments: no environment, no file system, no torch,
+no package probes. Where values come from (CLI flags, ``SEQ2SEQ_*`` variables, JSON) is
+:mod:`job.param_sources`; checks that depend on the machine (a CUDA GPU for fp16, installed packages, files
+that must exist, the DeepSpeed JSON) run in :mod:`job.preflight`. Values may be strings ("3" → 3,
+"true" → True, "none" → None), which is how environment variables and SageMaker hand them over. All problems
+are collected and reported at once, as one :class:`~job.errors.UserError` line.
 """
 
 from __future__ import annotations
 
-import contextvars
-import difflib
-import importlib.util
-import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,37 +18,12 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from job.errors import UserError
-from job.storage import uri_problem
+from job.param_choices import BEST_METRICS, Optimizer, Scheduler, Strategy
+from job.param_names import REDACTED, SECRET_FIELDS, format_validation_error, reject_unknown
+from job.storage.uris import uri_problem
 
-ENV_PREFIX = "SEQ2SEQ_"
+ENV_PREFIX = "SEQ2SEQ_"  # SEQ2SEQ_LR=1e-4 (read by job.param_sources)
 PARAMS_ENV = ENV_PREFIX + "PARAMS"  # path to a JSON file, or inline JSON
-SECRET_FIELDS = ("token",)
-REDACTED = "***"
-
-Optimizer = Literal[
-    "adamw_torch", "adamw_torch_fused", "adafactor", "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit",
-    "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit",
-    "paged_adamw_32bit", "paged_adamw_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb",
-    "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "lomo",
-    "adalomo", "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw",
-    "stable_adamw",
-]  # fmt: skip
-Scheduler = Literal[
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
-    "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
-]  # fmt: skip
-Strategy = Literal["epoch", "steps", "no"]
-BEST_METRICS = ("loss", "rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len")
-
-# Names users bring from transformers' examples and AutoTrain, to point them at ours.
-_HINTS = {
-    "learning_rate": "lr", "num_train_epochs": "epochs", "per_device_train_batch_size": "batch_size",
-    "gradient_accumulation_steps": "gradient_accumulation", "model_name_or_path": "model", "output_dir": "project_name",
-    "max_source_length": "max_seq_length", "validation_split": "valid_split", "lr_scheduler_type": "scheduler",
-    "optim": "optimizer", "train_file": "data_path", "fp16": "mixed_precision", "bf16": "mixed_precision",
-}  # fmt: skip
-
-_json_file: contextvars.ContextVar[str | None] = contextvars.ContextVar("seq2seq_params_file", default=None)
 
 
 def _field(default: Any, group: str, description: str, **kwargs: Any) -> Any:
@@ -62,7 +31,10 @@ def _field(default: Any, group: str, description: str, **kwargs: Any) -> Any:
 
 
 class Seq2SeqParams(BaseSettings):
-    """All parameters of a fine-tuning job. Construct directly, or with :meth:`load` for CLI-style sources."""
+    """All parameters of a fine-tuning job: exactly the keyword arguments given, over the defaults.
+
+    ``job.param_sources.load_params`` merges CLI flags, the environment and JSON into those arguments.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, validate_default=True, frozen=True
@@ -70,9 +42,11 @@ class Seq2SeqParams(BaseSettings):
 
     # --- Data -------------------------------------------------------------------------------------------
     data_path: str = _field(
-        ..., "Data", "CSV/TSV/JSONL/JSON/Parquet file, a folder of {split}.<ext> files, a save_to_disk folder, "
-        "or a Hub dataset id (name or name:config)."
-    )  # fmt: skip
+        ...,
+        "Data",
+        "CSV/TSV/JSONL/JSON/Parquet file, a folder of {split}.<ext> files, a save_to_disk folder, "
+        "or a Hub dataset id (name or name:config).",
+    )
     text_column: str = _field("text", "Data", "Column holding the input text.")
     target_column: str = _field("target", "Data", "Column holding the target text.")
     train_split: str = _field("train", "Data", "Training split; slices such as train[:5000] or train[:90%] work.")
@@ -87,9 +61,11 @@ class Seq2SeqParams(BaseSettings):
 
     # --- Model ------------------------------------------------------------------------------------------
     model: str = _field(
-        "google/flan-t5-base", "Model", "Hub id or local folder of the base model; builtin:t5-tiny / "
-        "builtin:bart-tiny build a tiny random model and a tokenizer trained on the data (demo only)."
-    )  # fmt: skip
+        "google/flan-t5-base",
+        "Model",
+        "Hub id or local folder of the base model; builtin:t5-tiny / "
+        "builtin:bart-tiny build a tiny random model and a tokenizer trained on the data (demo only).",
+    )
     peft: bool = _field(False, "Model", "Train LoRA adapters instead of all weights.")
     quantization: Literal["int4", "int8", "none"] = _field(
         "int8", "Model", "Load the base model in 8 or 4 bits (bitsandbytes); applies only with --peft."
@@ -171,38 +147,52 @@ class Seq2SeqParams(BaseSettings):
 
     # --- Storage: object storage and the Hub (job/storage/, job/hub.py, docs/storage.md) -----------------------
     output_uri: str | None = _field(
-        None, "Storage", "Also publish outputs here: s3://bucket/prefix, gs://bucket/prefix or a local folder. "
-        "Checkpoints as saved, metrics.json after each evaluation, the final model at the end; manifest.json last."
-    )  # fmt: skip
+        None,
+        "Storage",
+        "Also publish outputs here: s3://bucket/prefix, gs://bucket/prefix or a local folder. "
+        "Checkpoints as saved, metrics.json after each evaluation, the final model at the end; manifest.json last.",
+    )
     cache_dir: str | None = _field(
-        None, "Storage", "Local folder for s3:// and gs:// inputs (reused while unchanged); default "
-        "$HF_HOME/seq2seq-job/remote."
-    )  # fmt: skip
+        None,
+        "Storage",
+        "Local folder for s3:// and gs:// inputs (reused while unchanged); default $HF_HOME/seq2seq-job/remote.",
+    )
     s3_endpoint_url: str | None = _field(
-        None, "Storage", "S3-compatible endpoint (MinIO, Ceph, R2), e.g. http://minio:9000; default "
-        "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS."
-    )  # fmt: skip
+        None,
+        "Storage",
+        "S3-compatible endpoint (MinIO, Ceph, R2), e.g. http://minio:9000; default "
+        "AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else AWS.",
+    )
     hub_private: bool = _field(True, "Output", "With push_to_hub: create the repo private (--no-hub-private: public).")
 
     # --- Resilience: preemption, resume, idempotent reruns (job/resume.py, job/preemption.py, docs/reliability.md)
     resume: str = _field(
-        "auto", "Resilience", "auto: continue from the latest complete checkpoint (checkpoint folder, platform "
-        "checkpoint folder or output_uri); never: start from step 0; or a checkpoint folder/URI (or a folder of them)."
-    )  # fmt: skip
+        "auto",
+        "Resilience",
+        "auto: continue from the latest complete checkpoint (checkpoint folder, platform "
+        "checkpoint folder or output_uri); never: start from step 0; or a checkpoint folder/URI (or a folder of them).",
+    )
     overwrite: bool = _field(
-        False, "Resilience", "Train again even if project_name already holds complete outputs (otherwise the job "
-        "exits 0 at once without training)."
-    )  # fmt: skip
+        False,
+        "Resilience",
+        "Train again even if project_name already holds complete outputs (otherwise the job "
+        "exits 0 at once without training).",
+    )
 
     # --- Distributed: processes, nodes, DeepSpeed (job/launch.py, job/distributed.py, docs/scaling.md) ---------
     num_processes: int | None = _field(
-        None, "Distributed", "Processes per node that `python -m job.launch` starts; default one per GPU (1 on "
-        "CPU). E.g. 2 on CPU runs two gloo processes.", ge=1
-    )  # fmt: skip
+        None,
+        "Distributed",
+        "Processes per node that `python -m job.launch` starts; default one per GPU (1 on "
+        "CPU). E.g. 2 on CPU runs two gloo processes.",
+        ge=1,
+    )
     deepspeed: str | None = _field(
-        None, "Distributed", "DeepSpeed ZeRO: zero2, zero3, zero3_offload (deepspeed_configs/*.json) or a path to "
-        "your own DeepSpeed JSON (use \"auto\" for values the Trainer owns). Needs job.launch."
-    )  # fmt: skip
+        None,
+        "Distributed",
+        "DeepSpeed ZeRO: zero2, zero3, zero3_offload (deepspeed_configs/*.json) or a path to "
+        'your own DeepSpeed JSON (use "auto" for values the Trainer owns). Needs job.launch.',
+    )
 
     # --- validators -------------------------------------------------------------------------------------
     @model_validator(mode="before")
@@ -249,8 +239,6 @@ class Seq2SeqParams(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Seq2SeqParams:
         problems: list[str] = []
-        if self.mixed_precision == "fp16" and not _cuda_available():
-            problems.append("mixed_precision=fp16 needs a CUDA GPU and none is visible; use bf16 or none")
         if self.push_to_hub and not self.username:
             problems.append("push_to_hub needs username (the Hub user or organisation to push to)")
         if bool(self.src_lang) != bool(self.tgt_lang):
@@ -265,25 +253,35 @@ class Seq2SeqParams(BaseSettings):
                 f"({self.eval_strategy}); set one to match or --no-load-best-model-at-end"
             )
         if self.save_steps and self.resolved_save_strategy != "steps":  # resilience: save_steps is never ignored
-            problems.append(f"save_steps={self.save_steps} needs save_strategy=steps (it is "
-                            f"{self.resolved_save_strategy}); add --save-strategy steps")  # fmt: skip
-        if (self.evaluates and self.load_best_model_at_end and self.eval_strategy == "steps" and self.eval_steps
-                and self.save_steps and self.save_steps % self.eval_steps):  # fmt: skip
-            problems.append(f"load_best_model_at_end needs save_steps ({self.save_steps}) to be a multiple of "
-                            f"eval_steps ({self.eval_steps})")  # fmt: skip
+            problems.append(
+                f"save_steps={self.save_steps} needs save_strategy=steps (it is "
+                f"{self.resolved_save_strategy}); add --save-strategy steps"
+            )
+        if (
+            self.evaluates
+            and self.load_best_model_at_end
+            and self.eval_strategy == "steps"
+            and self.eval_steps
+            and self.save_steps
+            and self.save_steps % self.eval_steps
+        ):
+            problems.append(
+                f"load_best_model_at_end needs save_steps ({self.save_steps}) to be a multiple of "
+                f"eval_steps ({self.eval_steps})"
+            )
         if self.resume not in ("auto", "never") and (problem := uri_problem(self.resume, "resume")):
             problems.append(problem)
-        elif self.resume not in ("auto", "never") and not Path(self.resume).expanduser().exists():  # local path
-            problems.append(f"resume={self.resume}: no such folder; give a checkpoint-N folder (or a folder of "
-                            "them), an s3:// URI, auto or never")  # fmt: skip
-        if self.log != "none" and importlib.util.find_spec(self.log) is None:
-            problems.append(f"log={self.log} needs the {self.log} package: pip install 'seq2seq-job[loggers]'")
+        if self.deepspeed and self.quantized:
+            problems.append(
+                f"deepspeed does not train {self.quantization}-quantized (bitsandbytes) models: set "
+                "quantization=none (LoRA on a ZeRO-sharded model) or drop deepspeed (quantized LoRA on one GPU "
+                "per process)"
+            )
         for name in ("data_path", "model", "output_uri"):  # s3:// and gs:// URIs (job.storage)
             if problem := uri_problem(getattr(self, name), name):
                 problems.append(problem)
         if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
             problems.append(f"s3_endpoint_url={self.s3_endpoint_url} must start with http:// or https://")
-        problems += _distributed_problems(self)  # the DeepSpeed config vs these params (job.distributed)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -312,17 +310,17 @@ class Seq2SeqParams(BaseSettings):
         """Quantization applies only to LoRA training."""
         return self.peft and self.quantization != "none"
 
-    @property
-    def effective_batch_size(self) -> int:
-        """Sequences per optimizer step: per-device batch × accumulation × processes (WORLD_SIZE)."""
-        return self.batch_size * self.gradient_accumulation * int(os.environ.get("WORLD_SIZE", "1"))
+    def effective_batch_size(self, world_size: int) -> int:
+        """Sequences per optimizer step: per-device batch × accumulation × processes."""
+        return self.batch_size * self.gradient_accumulation * world_size
 
     @property
     def output_dir(self) -> Path:
         return Path(self.project_name)
 
     @property
-    def checkpoints_dir(self) -> Path:
+    def resolved_checkpoint_dir(self) -> Path:
+        """checkpoint_dir, or project_name/checkpoints when it is unset."""
         return Path(self.checkpoint_dir) if self.checkpoint_dir else self.output_dir / "checkpoints"
 
     def token_value(self) -> str | None:
@@ -336,7 +334,7 @@ class Seq2SeqParams(BaseSettings):
                 data[name] = REDACTED
         return data
 
-    # --- sources ----------------------------------------------------------------------------------------
+    # --- construction ---------------------------------------------------------------------------------
     @classmethod
     def settings_customise_sources(
         cls,
@@ -346,100 +344,16 @@ class Seq2SeqParams(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _JsonParamsSource(settings_cls)
+        return (init_settings,)  # pure: the environment and JSON are merged in by job.param_sources
 
     def __init__(self, **values: Any) -> None:
-        """Validate kwargs > env > JSON > defaults; every problem is reported in one UserError."""
-        _reject_unknown(values.keys(), "parameter")
-        _reject_unknown(_prefixed_env_names(), "environment variable", prefix=ENV_PREFIX)
+        """Validate ``values`` over the defaults; every problem is reported in one UserError."""
+        reject_unknown(values.keys(), "parameter", valid=list(type(self).model_fields))
         try:
             super().__init__(**values)
         except ValidationError as exc:
             raise UserError(format_validation_error(exc)) from None
 
-    @classmethod
-    def load(cls, overrides: dict[str, Any] | None = None, *, params_file: str | None = None) -> Seq2SeqParams:
-        """Build params from overrides (CLI flags) > env > the JSON file (--params) > defaults."""
-        token = _json_file.set(params_file)
-        try:
-            return cls(**dict(overrides or {}))
-        finally:
-            _json_file.reset(token)
-
-
-class _JsonParamsSource(PydanticBaseSettingsSource):
-    """Lowest-priority source: the JSON file given by --params, or SEQ2SEQ_PARAMS (a path or inline JSON)."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ returns everything at once
-
-    def __call__(self) -> dict[str, Any]:
-        spec = _json_file.get() or os.environ.get(PARAMS_ENV)
-        if not spec:
-            return {}
-        where = f"{PARAMS_ENV} (inline JSON)" if spec.lstrip().startswith("{") else spec
-        if spec.lstrip().startswith("{"):
-            text = spec
-        else:
-            path = Path(spec).expanduser()
-            if not path.is_file():
-                raise UserError(f"params file {spec} does not exist; pass an existing JSON file to --params")
-            text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"params file {where} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"params file {where} must hold a JSON object of parameter names to values")
-        _reject_unknown(data.keys(), f"key in {where}")
-        return data
-
 
 def _accepts_none(info: FieldInfo) -> bool:
     return not info.is_required() and (info.default is None or "None" in str(info.annotation))
-
-
-def _distributed_problems(params: Seq2SeqParams) -> list[str]:
-    from job.distributed import deepspeed_problems
-
-    return deepspeed_problems(params)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _prefixed_env_names() -> list[str]:
-    return [k[len(ENV_PREFIX) :].lower() for k in os.environ if k.upper().startswith(ENV_PREFIX) and k != PARAMS_ENV]
-
-
-def _reject_unknown(names: Any, what: str, *, prefix: str = "") -> None:
-    valid = list(Seq2SeqParams.model_fields)
-    for name in names:
-        key = str(name).replace("-", "_")
-        if key not in valid:
-            hint = [_HINTS[key]] if key in _HINTS else difflib.get_close_matches(key, valid, n=1)
-            suggestion = f"did you mean {prefix}{hint[0].upper() if prefix else hint[0]}? " if hint else ""
-            shown = f"{prefix}{str(name).upper()}" if prefix else str(name)
-            raise UserError(f"unknown {what} {shown}: {suggestion}valid names: {', '.join(valid)}")
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """Turn pydantic's multi-line report into one line: 'invalid parameters: lr=-1: must be > 0; …'."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            parts.append(f"{loc} is required")
-        elif err["type"] == "literal_error":
-            allowed = msg.removeprefix("Input should be ")
-            parts.append(f"{loc}={err['input']!r} is not allowed; choose {allowed}")
-        elif loc and "input" in err and not isinstance(err["input"], dict):
-            shown = REDACTED if loc in SECRET_FIELDS else repr(err["input"])
-            parts.append(f"{loc}={shown}: {msg[:1].lower()}{msg[1:]}")
-        else:
-            parts.append(msg)
-    return "invalid parameters: " + "; ".join(parts)

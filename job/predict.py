@@ -17,13 +17,15 @@ from typing import Any
 import torch
 
 from job.errors import UserError
+from job.jsonfiles import read_object_or_empty
+from job.outputs.files import PARAMS
 
 log = logging.getLogger(__name__)
 
 
 def load_for_inference(model_dir: Path) -> tuple[Any, Any]:
     """Tokenizer and model (full model, or base + adapter when the folder holds a LoRA adapter)."""
-    from job.distributed import name_deepspeed_accelerator
+    from job.context import name_deepspeed_accelerator
 
     name_deepspeed_accelerator()
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -44,11 +46,8 @@ def load_for_inference(model_dir: Path) -> tuple[Any, Any]:
 
 
 def training_params(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "training_params.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except ValueError:
-        return {}
+    """The folder's training_params.json ({} when missing or unreadable)."""
+    return read_object_or_empty(model_dir / PARAMS)
 
 
 def predict(
@@ -73,8 +72,13 @@ def predict(
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            enc = tokenizer([prefix + texts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_len)  # fmt: skip
+            enc = tokenizer(
+                [prefix + texts[i] for i in batch],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_len,
+            )
             enc = enc.to(model.device)
             ids = model.generate(**enc, max_new_tokens=max_new, num_beams=beams)
             for i, text in zip(batch, tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):

@@ -1,7 +1,7 @@
 """Prefix, tokenize and truncate the splits; measure token lengths and how much truncation cuts.
 
 Tokenization runs through ``datasets.map`` (batched, optional worker processes, cached on disk by fingerprint).
-Nothing is padded here: :func:`job.trainer.build_collator` pads each batch to its own longest row, and labels
+Nothing is padded here: :func:`job.training.build.build_collator` pads each batch to its own longest row, and labels
 are padded with -100 so padding never counts in the loss.
 """
 
@@ -66,8 +66,10 @@ class TokenizedData:
 
     def describe(self) -> str:
         """A small table for the log and for ``validate``."""
-        lines = [f"{'split':<12}{'rows':>8}  {'column':<7}{'mean':>8}{'p50':>7}{'p90':>7}{'p95':>7}{'p99':>7}"
-                 f"{'max':>7}{'limit':>7}{'truncated':>11}"]  # fmt: skip
+        lines = [
+            f"{'split':<12}{'rows':>8}  {'column':<7}{'mean':>8}{'p50':>7}{'p90':>7}{'p95':>7}{'p99':>7}"
+            f"{'max':>7}{'limit':>7}{'truncated':>11}"
+        ]
         for name, split in self.stats.items():
             for column, s in (("input", split.inputs), ("target", split.targets)):
                 lines.append(
@@ -112,9 +114,12 @@ def tokenize_data(
         try:
             with _quiet_length_warning():
                 tokenized = split.map(
-                    encode, batched=True, num_proc=num_proc, remove_columns=split.column_names,
+                    encode,
+                    batched=True,
+                    num_proc=num_proc,
+                    remove_columns=split.column_names,
                     desc=f"Tokenizing {name}",
-                )  # fmt: skip
+                )
         except (TypeError, ValueError) as exc:
             raise UserError(f"could not tokenize the {name} split: {exc}") from None
         stats[name] = _measure(tokenized, max_seq_length, max_target_length)
@@ -129,8 +134,10 @@ def tokenize_data(
         if split_stats.inputs.truncated_share > 0.1:
             log.warning(
                 "%.0f%% of %s inputs are longer than max_seq_length=%d and get cut; consider raising it",
-                100 * split_stats.inputs.truncated_share, name, max_seq_length,
-            )  # fmt: skip
+                100 * split_stats.inputs.truncated_share,
+                name,
+                max_seq_length,
+            )
     return result
 
 

@@ -22,38 +22,43 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from job import manifest, ranks
+from job import manifest, storage
 from job.errors import UserError
+from job.jsonfiles import read_object_or_empty
+from job.locks import file_lock
+from job.outputs.files import CHECKPOINT, CHECKPOINTS, METRICS, PARAMS, TRAINER_STATE, checkpoint_step
 from job.params import Seq2SeqParams
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-SAGEMAKER_CHECKPOINTS = Path("/opt/ml/checkpoints")  # synced from checkpoint_s3_uri by SageMaker
-METRICS = "metrics.json"
-PARAMS = "training_params.json"
-TRAINER_STATE = "trainer_state.json"
 IGNORED_PARAM_CHANGES = ("resume", "overwrite")  # changing these does not make a different run
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What :func:`job.train.train` does: return ``finished`` as it is, or train from ``checkpoint`` (or 0)."""
+    """What :func:`job.pipeline.train` does: return ``finished_metrics`` as they are, or train from ``checkpoint``."""
 
-    finished: dict[str, Any] | None = None
+    finished_metrics: dict[str, Any] | None = None  # the metrics.json of a finished run: nothing to train
     checkpoint: str | None = None
 
     @property
     def step(self) -> int:
         """The global step of ``checkpoint`` (0 when starting fresh)."""
-        return checkpoint_step(self.checkpoint) if self.checkpoint else 0
+        return checkpoint_folder_step(self.checkpoint) if self.checkpoint else 0
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where this process looks for checkpoints, and whether it may clean up (rank 0 only)."""
+
+    params: Seq2SeqParams
+    main_process: bool = True
+    kept_dirs: tuple[Path, ...] = ()  # the platform's checkpoint folders (RunContext.kept_checkpoint_dirs)
 
 
 @dataclass(frozen=True)
@@ -67,31 +72,31 @@ class _Candidate:
         return _storage_is_remote(self.location)
 
 
-def plan(params: Seq2SeqParams) -> Plan:
+def plan(params: Seq2SeqParams, *, main_process: bool = True, kept_dirs: tuple[Path, ...] = ()) -> Plan:
     """Decide between skipping a finished job, resuming from a checkpoint and starting from step 0."""
     done = finished_outputs(params)
     if done is not None and not params.overwrite:
-        return Plan(finished=done)
+        return Plan(finished_metrics=done)
     if done is not None:  # overwrite: the old run's checkpoints must not be resumed by this one or its retries
-        log.warning("overwrite=true: training %s again from step 0; removing its previous checkpoints",
-                    params.output_dir)  # fmt: skip
-        if ranks.is_main_process():
-            _remove_checkpoints(params.checkpoints_dir)
+        log.warning(
+            "overwrite=true: training %s again from step 0; removing its previous checkpoints", params.output_dir
+        )
+        if main_process:
+            _remove_checkpoints(params.resolved_checkpoint_dir)
             if params.output_uri and _storage_is_remote(params.output_uri):
                 _remove_remote_checkpoints(params.output_uri)
             manifest.clear_manifest(params.output_dir)  # after the checkpoints: see _remove_checkpoints
         if params.resume in ("auto", "never"):
             return Plan()
-    return Plan(checkpoint=find_checkpoint(params))
+    return Plan(checkpoint=find_checkpoint(Scope(params, main_process, tuple(kept_dirs))))
 
 
-def checkpoint_step(folder: str) -> int:
+def checkpoint_folder_step(folder: str) -> int:
     """The global step a checkpoint folder was saved at (trainer_state.json, else its checkpoint-N name)."""
     try:
         return int(json.loads((Path(folder) / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"])
     except (OSError, ValueError, KeyError, TypeError):
-        match = CHECKPOINT.match(Path(folder).name)
-        return int(match.group(1)) if match else 0
+        return checkpoint_step(Path(folder).name) or 0
 
 
 def previous_evaluations(checkpoint: str | None) -> list[dict[str, Any]]:
@@ -118,23 +123,16 @@ def finished_outputs(params: Seq2SeqParams) -> dict[str, Any] | None:
     if found is None or found.get("kind") != "model":
         return _finished_remote(params)  # a fresh machine: the local folder is gone, output_uri may be complete
     if not manifest.verify(root, checksums=True):
-        log.warning("%s has a manifest.json that does not match its files (changed or damaged): training again",
-                    root)  # fmt: skip
+        log.warning("%s has a manifest.json that does not match its files (changed or damaged): training again", root)
         return None
-    metrics = _read_json(root / METRICS)
+    metrics = read_object_or_empty(root / METRICS)
     if not params.overwrite:
-        log.info("%s already holds complete outputs (manifest verified): nothing to train; pass --overwrite to "
-                 "train again", root)  # fmt: skip
-        _warn_changed_params(params, _read_json(root / PARAMS))
+        log.info(
+            "%s already holds complete outputs (manifest verified): nothing to train; pass --overwrite to train again",
+            root,
+        )
+        _warn_changed_params(params, read_object_or_empty(root / PARAMS))
     return metrics
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _warn_changed_params(params: Seq2SeqParams, saved: dict[str, Any]) -> None:
@@ -146,47 +144,44 @@ def _warn_changed_params(params: Seq2SeqParams, saved: dict[str, Any]) -> None:
         if key not in IGNORED_PARAM_CHANGES and key in saved and saved[key] != value
     ]
     if changed:
-        log.warning("The finished run used other parameters (%s); pass --overwrite to train with the new ones",
-                    "; ".join(changed))  # fmt: skip
+        log.warning(
+            "The finished run used other parameters (%s); pass --overwrite to train with the new ones",
+            "; ".join(changed),
+        )
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def find_checkpoint(params: Seq2SeqParams) -> str | None:
+def find_checkpoint(scope: Scope) -> str | None:
     """The local folder of the checkpoint to resume from (downloaded first if remote), or None for step 0."""
+    params = scope.params
     if params.resume == "never":
         log.info("resume=never: starting from step 0")
         return None
-    candidates = _auto_candidates(params) if params.resume == "auto" else _explicit_candidates(params.resume)
+    candidates = _auto_candidates(scope) if params.resume == "auto" else _explicit_candidates(params.resume)
     for candidate in sorted(candidates, key=lambda c: c.step, reverse=True):
-        folder = _materialise(candidate, params)
+        folder = _materialise(candidate, scope)
         if folder is not None:
             log.info("Resuming from %s (step %d, %s)", candidate.location, candidate.step, candidate.source)
             return str(folder)
     if params.resume != "auto":
-        raise UserError(f"resume={params.resume}: no complete checkpoint there (a checkpoint-N folder with a "
-                        "manifest.json that matches its files); point at one, or use resume=auto or never")  # fmt: skip
+        raise UserError(
+            f"resume={params.resume}: no complete checkpoint there (a checkpoint-N folder with a "
+            "manifest.json that matches its files); point at one, or use resume=auto or never"
+        )
     log.info("No complete checkpoint found: starting from step 0")
     return None
 
 
-def _auto_candidates(params: Seq2SeqParams) -> list[_Candidate]:
-    own = params.checkpoints_dir
-    found = _local_candidates(own, source="local", clean=True)
-    for folder in platform_checkpoint_dirs():
+def _auto_candidates(scope: Scope) -> list[_Candidate]:
+    params = scope.params
+    own = params.resolved_checkpoint_dir
+    found = _local_candidates(own, source="local", clean=scope.main_process)
+    for folder in scope.kept_dirs:
         if folder.resolve() != own.resolve():
             found += _local_candidates(folder, source="platform", clean=False)
     if params.output_uri:
-        found += _remote_candidates(params.output_uri.rstrip("/") + "/checkpoints", source="output_uri")
+        found += _remote_candidates(f"{params.output_uri.rstrip('/')}/{CHECKPOINTS}", source="output_uri")
     return found
-
-
-def platform_checkpoint_dirs() -> list[Path]:
-    """Checkpoint folders a platform keeps across restarts, where they exist on this machine."""
-    folders = [SAGEMAKER_CHECKPOINTS]
-    vertex = os.environ.get("AIP_CHECKPOINT_DIR")
-    if vertex and not _storage_is_remote(vertex):  # gs://… is searched through output_uri, /gcs/… is local
-        folders.append(Path(vertex))
-    return [f for f in folders if f.is_dir()]
 
 
 def _explicit_candidates(spec: str) -> list[_Candidate]:
@@ -199,11 +194,12 @@ def _explicit_candidates(spec: str) -> list[_Candidate]:
         return _remote_candidates(spec.rstrip("/"), source="resume")
     path = Path(spec).expanduser()
     if not path.is_dir():
-        raise UserError(f"resume={spec}: no such folder; give a checkpoint-N folder (or a folder of them), an "
-                        "s3:// URI, auto or never")  # fmt: skip
-    if manifest.read_manifest(path) is not None or (path / "trainer_state.json").is_file():
-        match = CHECKPOINT.match(path.name)
-        return [_Candidate(int(match.group(1)) if match else 0, str(path), "resume")]
+        raise UserError(
+            f"resume={spec}: no such folder; give a checkpoint-N folder (or a folder of them), an "
+            "s3:// URI, auto or never"
+        )
+    if manifest.read_manifest(path) is not None or (path / TRAINER_STATE).is_file():
+        return [_Candidate(checkpoint_step(path.name) or 0, str(path), "resume")]
     return _local_candidates(path, source="resume", clean=False)
 
 
@@ -234,22 +230,22 @@ def _problem(folder: Path, *, checksums: bool) -> str | None:
 
 
 def _skip(folder: Path, problem: str, *, remove: bool) -> None:
-    if remove and ranks.is_main_process():
+    if remove:
         log.warning("Skipping incomplete checkpoint %s: %s; removing it", folder, problem)
         shutil.rmtree(folder, ignore_errors=True)
     else:
         log.warning("Skipping incomplete checkpoint %s: %s", folder, problem)
 
 
-def _materialise(candidate: _Candidate, params: Seq2SeqParams) -> Path | None:
+def _materialise(candidate: _Candidate, scope: Scope) -> Path | None:
     """A local, checksum-verified copy of ``candidate``, or None (warned) when it is not complete after all."""
     if candidate.remote:
-        return _download(candidate, params)
+        return _download(candidate, scope)
     folder = Path(candidate.location)
     problem = _problem(folder, checksums=True)
     if problem is None:
         return folder
-    _skip(folder, problem, remove=candidate.source == "local")
+    _skip(folder, problem, remove=candidate.source == "local" and scope.main_process)
     return None
 
 
@@ -265,8 +261,6 @@ def _remove_checkpoints(folder: Path) -> None:
 
 # ----------------------------------------------------------------------------------------- remote (storage)
 def _storage_is_remote(location: str) -> bool:
-    from job import storage
-
     return storage.is_remote(location)
 
 
@@ -276,60 +270,55 @@ def _finished_remote(params: Seq2SeqParams) -> dict[str, Any] | None:
     The storage layer uploads a folder's manifest only after checking every file it lists, so its presence is
     the completeness mark; the files themselves are not downloaded here.
     """
-    from job import storage
-
     uri = params.output_uri
     if not uri or not storage.is_remote(uri):
         return None
     cache = storage.cache_root(params.cache_dir) / "finished"
     try:
-        found = _read_json(storage.fetch(f"{uri.rstrip('/')}/{manifest.MANIFEST}", cache_dir=cache, what="output_uri"))
-    except UserError as exc:
-        if "no such object" not in str(exc):  # a missing bucket, denied access, bad credentials: say so now
-            raise
-        return None  # no final manifest: not finished
+        found = read_object_or_empty(
+            storage.fetch(f"{uri.rstrip('/')}/{manifest.MANIFEST}", cache_dir=cache, what="output_uri")
+        )
+    except storage.ObjectNotFound:  # no final manifest: not finished (a missing bucket or denied access raises)
+        return None
     if found.get("complete") is not True or found.get("kind") != "model":
         return None
     try:
-        metrics = _read_json(storage.fetch(f"{uri.rstrip('/')}/{METRICS}", cache_dir=cache, what="output_uri"))
+        metrics = read_object_or_empty(
+            storage.fetch(f"{uri.rstrip('/')}/{METRICS}", cache_dir=cache, what="output_uri")
+        )
     except UserError:
         metrics = {}
     if not params.overwrite:
-        log.info("%s already holds complete outputs (final manifest present): nothing to train; pass --overwrite "
-                 "to train again", uri)  # fmt: skip
+        log.info(
+            "%s already holds complete outputs (final manifest present): nothing to train; pass --overwrite "
+            "to train again",
+            uri,
+        )
     return metrics
 
 
 def _remove_remote_checkpoints(uri: str) -> None:
     """overwrite: delete the previous run's checkpoints under ``uri``/checkpoints (manifests first)."""
-    from job import storage
-
-    storage.delete_folder(f"{uri.rstrip('/')}/checkpoints")
+    storage.delete_folder(f"{uri.rstrip('/')}/{CHECKPOINTS}")
 
 
 def _remote_candidates(uri: str, *, source: str) -> list[_Candidate]:
     """Complete checkpoints under ``uri`` (manifest-marked; the storage layer lists only those)."""
-    from job import storage
-
     found = []
     for item in storage.list_complete_checkpoints(uri):
-        match = CHECKPOINT.match(item.rstrip("/").rsplit("/", 1)[-1])
-        if match:
-            found.append(_Candidate(int(match.group(1)), item.rstrip("/"), source))
+        step = checkpoint_step(item.rstrip("/").rsplit("/", 1)[-1])
+        if step is not None:
+            found.append(_Candidate(step, item.rstrip("/"), source))
     return found
 
 
-def _download(candidate: _Candidate, params: Seq2SeqParams) -> Path | None:
+def _download(candidate: _Candidate, scope: Scope) -> Path | None:
     """Download a remote checkpoint into the local checkpoint folder and verify it with checksums."""
-    from filelock import FileLock
-
-    from job import storage
-
     name = candidate.location.rsplit("/", 1)[-1]
-    target = params.checkpoints_dir / name
-    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = scope.params.resolved_checkpoint_dir
+    target = folder / name
     # Processes of one node start together: the first downloads, the others find the verified copy.
-    with FileLock(str(params.checkpoints_dir / f".{name}.lock")):
+    with file_lock(folder / f".{name}.lock"):
         if _problem(target, checksums=True) is None:
             return target
         if target.exists():
@@ -337,17 +326,15 @@ def _download(candidate: _Candidate, params: Seq2SeqParams) -> Path | None:
         log.info("Downloading %s to %s", candidate.location, target)
         try:
             folder = storage.download_folder(candidate.location, target)
-        except (UserError, storage.StorageError) as exc:
+        except (storage.StorageUserError, storage.ChecksumMismatch) as exc:
             # Damaged remote copy (listed files missing or of the wrong size, or a checksum that differs): skip
-            # it. Any other transfer failure is raised: exit 1, and the platform's retry resumes from it later
-            # instead of this run quietly falling back to an older checkpoint.
-            if isinstance(exc, storage.StorageError) and "checksum" not in str(exc):
-                raise
+            # it. Any other transfer failure (a StorageError) is raised: exit 1, and the platform's retry resumes
+            # from it later instead of this run quietly falling back to an older checkpoint.
             log.warning("Skipping incomplete checkpoint %s: %s", candidate.location, exc)
             shutil.rmtree(target, ignore_errors=True)
             return None
         problem = _problem(Path(folder), checksums=True)
     if problem is None:
         return Path(folder)
-    _skip(Path(folder), f"downloaded from {candidate.location}, {problem}", remove=True)
+    _skip(Path(folder), f"downloaded from {candidate.location}, {problem}", remove=scope.main_process)
     return None

@@ -23,8 +23,15 @@ VERSIONS = ("1.31", kubernetes_validate.latest_version())
 PYTORCHJOB = ("kubeflow.org/v1", "PyTorchJob")
 REPLICA_RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 SPEC_FIELDS = ("pytorchReplicaSpecs", "runPolicy", "elasticPolicy", "nprocPerNode")
-RUN_POLICY_FIELDS = ("cleanPodPolicy", "ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit",
-                     "schedulingPolicy", "suspend", "managedBy")  # fmt: skip
+RUN_POLICY_FIELDS = (
+    "cleanPodPolicy",
+    "ttlSecondsAfterFinished",
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "schedulingPolicy",
+    "suspend",
+    "managedBy",
+)
 
 
 def lint_file(path: Path) -> list[str]:
@@ -84,8 +91,12 @@ def _pytorchjob_problems(doc: dict[str, Any]) -> list[str]:
         containers = (template.get("spec") or {}).get("containers") or []
         if not any(c.get("name") == "pytorch" for c in containers):
             problems.append(f"{role}: the training container must be named 'pytorch' (the operator looks for it)")
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": template.get("metadata") or {"name": role.lower()},
-               "spec": template.get("spec")}  # fmt: skip
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": template.get("metadata") or {"name": role.lower()},
+            "spec": template.get("spec"),
+        }
         problems += [f"{role}.template: {p}" for p in _schema_problems(pod)]
     return problems
 

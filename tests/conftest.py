@@ -14,14 +14,55 @@ import pytest
 # TINY_MODEL_SENTENCES, so sentences made of TINY_MODEL_WORDS encode without <unk>.
 # ---------------------------------------------------------------------------------------------------------
 
-# fmt: off
 TINY_MODEL_WORDS = [
-    "the", "a", "one", "two", "three", "big", "small", "red", "blue", "green", "old", "new", "happy", "quiet",
-    "cat", "dog", "bird", "fish", "horse", "tree", "house", "river", "garden", "city", "sun", "moon", "boat",
-    "car", "book", "ran", "sat", "jumped", "saw", "found", "likes", "sees", "reads", "near", "over", "under",
-    "behind", "with", "quickly", "slowly", "today", "yesterday", "and",
+    "the",
+    "a",
+    "one",
+    "two",
+    "three",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "green",
+    "old",
+    "new",
+    "happy",
+    "quiet",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "horse",
+    "tree",
+    "house",
+    "river",
+    "garden",
+    "city",
+    "sun",
+    "moon",
+    "boat",
+    "car",
+    "book",
+    "ran",
+    "sat",
+    "jumped",
+    "saw",
+    "found",
+    "likes",
+    "sees",
+    "reads",
+    "near",
+    "over",
+    "under",
+    "behind",
+    "with",
+    "quickly",
+    "slowly",
+    "today",
+    "yesterday",
+    "and",
 ]
-# fmt: on
 
 
 def _tiny_model_sentences(count: int = 200, seed: int = 0) -> list[str]:
@@ -163,7 +204,7 @@ def s3_env(s3_server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    storage.configure(s3_endpoint_url=None)
+    storage.configure(storage.StorageSettings(s3_endpoint_url=None))
     return s3_server
 
 

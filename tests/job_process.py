@@ -79,8 +79,9 @@ class JobProcess:
                     raise AssertionError(f"no /{pattern}/ within {timeout:.0f} s:\n{self.tail()}")
                 self._changed.wait(timeout=0.5)
 
-    def poll_until(self, condition: Callable[[], bool], *, what: str, timeout: float = 180.0,
-                   interval: float = 0.005) -> None:  # fmt: skip
+    def poll_until(
+        self, condition: Callable[[], bool], *, what: str, timeout: float = 180.0, interval: float = 0.005
+    ) -> None:
         """Call ``condition`` until it is true (the job must still be running)."""
         deadline = time.monotonic() + timeout
         while not condition():

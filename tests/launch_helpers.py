@@ -20,9 +20,17 @@ LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NNODES", "NODE_RANK", "MAS
 
 # A run small enough for a busy 2-core machine: with 64 rows and 8 per device × 2 processes, 4 steps per epoch.
 TINY_PARAMS = dict(
-    valid_split="validation", epochs=2, max_seq_length=32, max_target_length=8, group_by_length=False, lr=1e-3,
-    logging_steps=1, seed=0, warmup_ratio=0.0, early_stopping_patience=0,
-)  # fmt: skip
+    valid_split="validation",
+    epochs=2,
+    max_seq_length=32,
+    max_target_length=8,
+    group_by_length=False,
+    lr=1e-3,
+    logging_steps=1,
+    seed=0,
+    warmup_ratio=0.0,
+    early_stopping_patience=0,
+)
 
 
 def flags(**params: object) -> list[str]:
@@ -44,8 +52,9 @@ def launch_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test's environment without SEQ2SEQ_* or launcher variables; offline; one torch thread per process;
     CPU only (GPU tests pass CUDA_VISIBLE_DEVICES and DS_ACCELERATOR=cuda in ``extra``)."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SEQ2SEQ_") and k not in LAUNCHER_VARS}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu",
-               CUDA_VISIBLE_DEVICES="")  # fmt: skip
+    env.update(
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES=""
+    )
     env.update(extra or {})
     return env
 
@@ -59,9 +68,11 @@ class Launch:
         self.elapsed = 0.0
         with log.open("w") as handle:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "job.launch", *args], stdout=handle, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "job.launch", *args],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
                 env=launch_env(env),
-            )  # fmt: skip
+            )
 
     @property
     def text(self) -> str:

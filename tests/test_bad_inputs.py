@@ -35,22 +35,23 @@ class Case:
     s3: bool = False  # needs the moto server's endpoint
 
 
+CORPUS = {
+    "malformed.csv": b'text,target\n"an unclosed quote,x\na,b\n',
+    "malformed.jsonl": b'{"text": "a", "target": "b"}\n{"text": "c", "target": \n',
+    "latin1.csv": "text,target\ncafé crème,x\n".encode("latin-1"),
+    "missing_column.csv": b"input,target\nhello,x\n",
+    "empty.csv": b"",
+    "types.json": json.dumps({"lr": "fast", "epochs": [1], "batch_size": 1.5}).encode(),
+    "broken.json": b'{"lr": 0.1,\n',
+    "good.csv": b"text,target\nhello world,hello\n",
+}  # broken data files, each wrong in one way (and one good one)
+
+
 def write_corpus(folder: Path) -> dict[str, Path]:
-    """Broken data files, each wrong in one way."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {
-        "malformed.csv": b'text,target\n"an unclosed quote,x\na,b\n',
-        "malformed.jsonl": b'{"text": "a", "target": "b"}\n{"text": "c", "target": \n',
-        "latin1.csv": "text,target\ncafé crème,x\n".encode("latin-1"),
-        "missing_column.csv": b"input,target\nhello,x\n",
-        "empty.csv": b"",
-        "types.json": json.dumps({"lr": "fast", "epochs": [1], "batch_size": 1.5}).encode(),
-        "broken.json": b'{"lr": 0.1,\n',
-        "good.csv": b"text,target\nhello world,hello\n",
-    }
-    for name, data in files.items():
+    for name, data in CORPUS.items():
         (folder / name).write_bytes(data)
-    return {name: folder / name for name in files}
+    return {name: folder / name for name in CORPUS}
 
 
 def cases(files: dict[str, Path]) -> dict[str, Case]:
@@ -59,35 +60,64 @@ def cases(files: dict[str, Path]) -> dict[str, Case]:
         # data files
         "malformed_csv": Case(("--data-path", str(files["malformed.csv"])), "is not a valid CSV file"),
         "malformed_jsonl": Case(("--data-path", str(files["malformed.jsonl"])), "line 2 is not valid JSON"),
-        "latin1_encoding": Case(("--data-path", str(files["latin1.csv"])),
-                                "is not valid UTF-8 (first bad byte at line 2"),
-        "missing_column": Case(("--data-path", str(files["missing_column.csv"])),
-                               "column 'text' (text_column) not found"),
+        "latin1_encoding": Case(
+            ("--data-path", str(files["latin1.csv"])), "is not valid UTF-8 (first bad byte at line 2"
+        ),
+        "missing_column": Case(
+            ("--data-path", str(files["missing_column.csv"])), "column 'text' (text_column) not found"
+        ),
         "empty_file": Case(("--data-path", str(files["empty.csv"])), "is empty (0 bytes)"),
         # parameters from JSON, the environment and flags
-        "json_wrong_types": Case(("--data-path", good, "--params", str(files["types.json"])),
-                                 "lr='fast': input should be a valid number"),
+        "json_wrong_types": Case(
+            ("--data-path", good, "--params", str(files["types.json"])), "lr='fast': input should be a valid number"
+        ),
         "json_syntax": Case(("--data-path", good, "--params", str(files["broken.json"])), "is not valid JSON"),
         "env_wrong_type": Case(("--data-path", good), "epochs='many'", env={"SEQ2SEQ_EPOCHS": "many"}),
-        "save_steps_without_steps": Case(("--data-path", good, "--save-steps", "5"),
-                                         "save_steps=5 needs save_strategy=steps"),
-        "save_steps_not_multiple": Case(("--data-path", good, "--valid-split", "train", "--eval-strategy", "steps",
-                                         "--eval-steps", "4", "--save-strategy", "steps", "--save-steps", "6"),
-                                        "save_steps (6) to be a multiple of eval_steps (4)"),
+        "save_steps_without_steps": Case(
+            ("--data-path", good, "--save-steps", "5"), "save_steps=5 needs save_strategy=steps"
+        ),
+        "save_steps_not_multiple": Case(
+            (
+                "--data-path",
+                good,
+                "--valid-split",
+                "train",
+                "--eval-strategy",
+                "steps",
+                "--eval-steps",
+                "4",
+                "--save-strategy",
+                "steps",
+                "--save-steps",
+                "6",
+            ),
+            "save_steps (6) to be a multiple of eval_steps (4)",
+        ),
         # URIs
         "unknown_scheme": Case(("--data-path", "foo://x"), "data_path=foo://x: unsupported scheme foo://"),
         "output_uri_scheme": Case(("--data-path", good, "--output-uri", "foo://x"), "output_uri=foo://x: unsupported"),
-        "resume_missing": Case(("--data-path", good, "--resume", "/no/such/checkpoint"),
-                               "resume=/no/such/checkpoint: no such folder"),
+        "resume_missing": Case(
+            ("--data-path", good, "--resume", "/no/such/checkpoint"), "resume=/no/such/checkpoint: no such folder"
+        ),
         "no_such_bucket": Case(("--data-path", "s3://no-such-bucket/train.csv"), "the bucket does not exist", s3=True),
-        "no_such_output_bucket": Case(("--data-path", good, "--output-uri", "s3://no-such-bucket/run"),
-                                      "output_uri s3://no-such-bucket/run", s3=True),
+        "no_such_output_bucket": Case(
+            ("--data-path", good, "--output-uri", "s3://no-such-bucket/run"),
+            "output_uri s3://no-such-bucket/run",
+            s3=True,
+        ),
         # infrastructure: retryable, still one line
-        "unreachable_endpoint": Case(("--data-path", good, "--output-uri", "s3://some-bucket/run"),
-                                     "cannot reach the storage endpoint http://127.0.0.1:", code=EXIT_FAILURE,
-                                     env={"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}"}),
+        "unreachable_endpoint": Case(
+            ("--data-path", good, "--output-uri", "s3://some-bucket/run"),
+            "cannot reach the storage endpoint http://127.0.0.1:",
+            code=EXIT_FAILURE,
+            env={"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{free_port()}"},
+        ),
         "disk_full": Case(("--data-path", good), "disk full: no space left on device", code=EXIT_FAILURE),
-    }  # fmt: skip
+    }
+
+
+# The one source of truth for which cases run: the names of cases() (paths do not matter for the names).
+CASE_NAMES = tuple(cases({name: Path(name) for name in CORPUS}))
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +126,18 @@ def results(tmp_path_factory, s3_server, tiny_t5_dir) -> dict[str, tuple[Case, i
     corpus = cases(write_corpus(root / "data"))
     base = {k: v for k, v in os.environ.items() if not k.upper().startswith(("SEQ2SEQ_", "AWS_"))}
     base = {k: v for k, v in base.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    base.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", AWS_ACCESS_KEY_ID="testing",
-                AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-                AWS_MAX_ATTEMPTS="2", AWS_CONFIG_FILE=str(root / "none"),
-                AWS_SHARED_CREDENTIALS_FILE=str(root / "none"))  # fmt: skip
+    base.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_MAX_ATTEMPTS="2",
+        AWS_CONFIG_FILE=str(root / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(root / "none"),
+    )
     full = root / "disk_full" / "training_params.json.tmp"  # the job's first write lands on /dev/full: ENOSPC
     full.parent.mkdir(parents=True)
     full.symlink_to("/dev/full")
@@ -119,12 +157,10 @@ def results(tmp_path_factory, s3_server, tiny_t5_dir) -> dict[str, tuple[Case, i
         return dict(pool.map(run, corpus))
 
 
-@pytest.mark.parametrize("name", [
-    "malformed_csv", "malformed_jsonl", "latin1_encoding", "missing_column", "empty_file",
-    "json_wrong_types", "json_syntax", "env_wrong_type", "save_steps_without_steps",
-    "save_steps_not_multiple", "unknown_scheme", "output_uri_scheme", "resume_missing", "no_such_bucket",
-    "no_such_output_bucket", "unreachable_endpoint", "disk_full",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    CASE_NAMES,
+)
 def test_bad_input_gives_one_line_and_its_exit_code(name, results) -> None:
     case, code, text, out = results[name]
     assert code == case.code, text[-3000:]
@@ -143,10 +179,25 @@ def test_disk_full_during_a_checkpoint_save(tmp_path, tiny_t5_dir, keywords_task
     if mounted.returncode != 0:
         pytest.skip("needs permission to mount a 1 MB tmpfs (root in a container that allows it)")
     try:
-        job = JobProcess("train", "--data-path", str(keywords_task_dir), "--model", str(tiny_t5_dir),
-                         "--project-name", str(tmp_path / "out"), "--checkpoint-dir", str(small),
-                         "--max-samples", "16", "--batch-size", "8", "--epochs", "1",
-                         "--save-strategy", "epoch")  # fmt: skip
+        job = JobProcess(
+            "train",
+            "--data-path",
+            str(keywords_task_dir),
+            "--model",
+            str(tiny_t5_dir),
+            "--project-name",
+            str(tmp_path / "out"),
+            "--checkpoint-dir",
+            str(small),
+            "--max-samples",
+            "16",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--save-strategy",
+            "epoch",
+        )
         code = job.finish()
     finally:
         subprocess.run(["umount", str(small)], check=True)

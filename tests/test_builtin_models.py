@@ -22,12 +22,29 @@ from job.errors import UserError
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")  # MarianTokenizer
 
 NAMES = list(BUILTIN_MODELS)
-# fmt: off
 WORDS = [
-    "the", "a", "big", "small", "red", "blue", "old", "cat", "dog", "bird", "house", "tree", "river", "ran",
-    "sat", "jumped", "saw", "over", "under", "near", "and",
+    "the",
+    "a",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "old",
+    "cat",
+    "dog",
+    "bird",
+    "house",
+    "tree",
+    "river",
+    "ran",
+    "sat",
+    "jumped",
+    "saw",
+    "over",
+    "under",
+    "near",
+    "and",
 ]
-# fmt: on
 SENTENCE = "the small cat jumped over the red house near a big tree"
 # What AutoTokenizer / AutoModelForSeq2SeqLM give back; BartTokenizer *is* RobertaTokenizer in transformers 5.
 EXPECTED = {

@@ -42,7 +42,7 @@ def test_flags_map_to_params_including_snake_case_and_booleans() -> None:
     )
     overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
     assert overrides == {"data_path": "d.csv", "lr": "0.01", "peft": True, "group_by_length": False, "lora_r": "4"}
-    params = Seq2SeqParams.load(overrides)
+    params = Seq2SeqParams(**overrides)
     assert params.lr == 0.01 and params.lora_r == 4 and params.peft and not params.group_by_length
 
 
@@ -69,26 +69,62 @@ def test_missing_data_file_is_a_clear_error(tmp_path) -> None:
 
 def test_validate_prints_statistics_and_trains_nothing(tmp_path, keywords_task_dir, tiny_t5_dir) -> None:
     out = tmp_path / "never"
-    result = run_cli("validate", "--data-path", str(keywords_task_dir), "--valid-split", "validation[:10]",
-                     "--model", str(tiny_t5_dir), "--max-seq-length", "8", "--project-name", str(out))  # fmt: skip
+    result = run_cli(
+        "validate",
+        "--data-path",
+        str(keywords_task_dir),
+        "--valid-split",
+        "validation[:10]",
+        "--model",
+        str(tiny_t5_dir),
+        "--max-seq-length",
+        "8",
+        "--project-name",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert "truncated" in result.stdout and "p95" in result.stdout
     report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["splits"]["train"]["rows"] == 400 and report["splits"]["validation"]["rows"] == 10
     assert report["tokens"]["train"]["inputs"]["truncated_share"] > 0.5  # 5–12 words do not fit in 8 tokens
     assert not out.exists()
-    dry = run_cli("train", "--dry-run", "--data-path", str(keywords_task_dir), "--model", str(tiny_t5_dir),
-                  "--project-name", str(out))  # fmt: skip
+    dry = run_cli(
+        "train",
+        "--dry-run",
+        "--data-path",
+        str(keywords_task_dir),
+        "--model",
+        str(tiny_t5_dir),
+        "--project-name",
+        str(out),
+    )
     assert dry.returncode == 0 and "nothing was trained" in dry.stderr and not out.exists()
 
 
 def test_autotrain_style_train_flag_env_and_params_file(tmp_path, keywords_task_dir, tiny_bart_dir) -> None:
     params_file = tmp_path / "job.json"
-    params_file.write_text(json.dumps({"data_path": str(keywords_task_dir), "model": str(tiny_bart_dir),
-                                       "epochs": 5, "batch_size": 32, "max_samples": 64}))  # fmt: skip
+    params_file.write_text(
+        json.dumps(
+            {
+                "data_path": str(keywords_task_dir),
+                "model": str(tiny_bart_dir),
+                "epochs": 5,
+                "batch_size": 32,
+                "max_samples": 64,
+            }
+        )
+    )
     out = tmp_path / "out"
-    result = run_cli("--train", "--params", str(params_file), "--epochs", "1", "--project-name", str(out),
-                     env={"SEQ2SEQ_MAX_SEQ_LENGTH": "24", "SEQ2SEQ_EPOCHS": "3"})  # fmt: skip
+    result = run_cli(
+        "--train",
+        "--params",
+        str(params_file),
+        "--epochs",
+        "1",
+        "--project-name",
+        str(out),
+        env={"SEQ2SEQ_MAX_SEQ_LENGTH": "24", "SEQ2SEQ_EPOCHS": "3"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     params = json.loads((out / "training_params.json").read_text())
     assert params["epochs"] == 1 and params["max_seq_length"] == 24 and params["batch_size"] == 32
@@ -100,8 +136,9 @@ def test_autotrain_style_train_flag_env_and_params_file(tmp_path, keywords_task_
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("red cat sat\nthe small blue bird sang over the green garden today\n")  # longest last
     predicted = tmp_path / "pred.jsonl"
-    result = run_cli("predict", "--model-dir", str(out), "--input-file", str(inputs), "--text", "one dog",
-                     "--output", str(predicted))  # fmt: skip
+    result = run_cli(
+        "predict", "--model-dir", str(out), "--input-file", str(inputs), "--text", "one dog", "--output", str(predicted)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in predicted.read_text().splitlines()]
     long_text = "the small blue bird sang over the green garden today"

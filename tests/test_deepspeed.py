@@ -12,9 +12,10 @@ from conftest import write_task
 from launch_helpers import TINY_RUN, run_launch, step_losses, without_dropout
 
 from job import manifest
-from job.distributed import DEEPSPEED_CONFIG_DIR, DEEPSPEED_PRESETS
 from job.errors import UserError
 from job.params import Seq2SeqParams
+from job.preflight import preflight
+from job.training.deepspeed import DEEPSPEED_CONFIG_DIR, DEEPSPEED_PRESETS
 
 
 def _cuda() -> bool:
@@ -45,12 +46,13 @@ def test_bundled_config_is_filled_in_from_our_params(name, tiny_t5_dir, clean_de
     from transformers import AutoModelForSeq2SeqLM
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
-    from job.distributed import load_deepspeed_config
-    from job.trainer import build_training_args
+    from job.training.args import build_training_args
+    from job.training.deepspeed import load_deepspeed_config
 
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir)  # before any DeepSpeed config exists
-    values = dict(data_path="data.csv", batch_size=4, gradient_accumulation=3, lr=2e-4, weight_decay=0.01,
-                  max_grad_norm=0.5)  # fmt: skip
+    values = dict(
+        data_path="data.csv", batch_size=4, gradient_accumulation=3, lr=2e-4, weight_decay=0.01, max_grad_norm=0.5
+    )
     raw = json.loads((DEEPSPEED_CONFIG_DIR / f"{name}.json").read_text())
     assert raw["train_micro_batch_size_per_gpu"] == raw["gradient_accumulation_steps"] == "auto"
     assert raw["gradient_clipping"] == raw["bf16"]["enabled"] == raw["fp16"]["enabled"] == "auto"
@@ -107,33 +109,40 @@ def _user_config(tmp_path: Path, data: dict | str) -> str:
 )
 def test_impossible_combinations_are_user_errors(kwargs, message) -> None:
     with pytest.raises(UserError, match="invalid parameters: .*" + message.replace("(", r"\(").replace(")", r"\)")):
-        Seq2SeqParams(data_path="data.csv", **kwargs)
+        preflight({"data_path": "data.csv", **kwargs}, env={})
 
 
 def test_a_users_config_must_agree_with_the_params(tmp_path) -> None:
     with pytest.raises(UserError, match="is not valid JSON"):
-        Seq2SeqParams(data_path="data.csv", deepspeed=_user_config(tmp_path, "{stage: 2"))
-    mismatched = {"train_micro_batch_size_per_gpu": 8, "gradient_clipping": "auto", "bf16": {"enabled": True},
-                  "zero_optimization": {"stage": 3}}  # fmt: skip
+        preflight({"data_path": "data.csv", "deepspeed": _user_config(tmp_path, "{stage: 2")}, env={})
+    mismatched = {
+        "train_micro_batch_size_per_gpu": 8,
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": True},
+        "zero_optimization": {"stage": 3},
+    }
     with pytest.raises(UserError) as caught:
-        Seq2SeqParams(data_path="data.csv", batch_size=2, deepspeed=_user_config(tmp_path, mismatched))
+        preflight({"data_path": "data.csv", "batch_size": 2, "deepspeed": _user_config(tmp_path, mismatched)}, env={})
     text = str(caught.value)
     assert "sets train_micro_batch_size_per_gpu=8 but batch_size=2" in text
     assert "sets bf16.enabled=True but mixed_precision=None" in text
     assert "stage3_gather_16bit_weights_on_model_save=true" in text
     # LoRA without quantization on a ZeRO-3-sharded model is fine, and so is a config that agrees
     agreeing = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2}}
-    assert Seq2SeqParams(data_path="data.csv", batch_size=2, deepspeed=_user_config(tmp_path, agreeing)).deepspeed
+    assert preflight({"data_path": "data.csv", "batch_size": 2, "deepspeed": _user_config(tmp_path, agreeing)}, env={})
     assert Seq2SeqParams(data_path="data.csv", deepspeed="zero3", peft=True, quantization="none").quantized is False
 
 
 def test_an_explicit_train_batch_size_must_be_the_effective_batch(tmp_path, clean_deepspeed_state) -> None:
-    from job.trainer import build_training_args
+    from job.training.args import build_training_args
 
     config = {"train_batch_size": 12, "train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 2}}
     params = Seq2SeqParams(data_path="data.csv", batch_size=4, deepspeed=_user_config(tmp_path, config))
-    with pytest.raises(UserError, match=r"sets train_batch_size=12 but batch_size × gradient_accumulation × "
-                                        r"processes = 4; set it to \"auto\""):  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=r"sets train_batch_size=12 but batch_size × gradient_accumulation × "
+        r"processes = 4; set it to \"auto\"",
+    ):
         build_training_args(params, train_rows=96, has_eval=False)
     params = Seq2SeqParams(data_path="data.csv", batch_size=12, deepspeed=_user_config(tmp_path, config))
     args = build_training_args(params, train_rows=96, has_eval=False)
@@ -141,7 +150,7 @@ def test_an_explicit_train_batch_size_must_be_the_effective_batch(tmp_path, clea
 
 
 def test_deepspeed_without_the_launcher_says_how_to_start_it(tmp_path) -> None:
-    from job.train import train
+    from job.pipeline import train
 
     with pytest.raises(UserError, match=r"deepspeed=zero2 needs a distributed launcher: .*python -m job.launch"):
         train(Seq2SeqParams(data_path=str(tmp_path / "data.csv"), deepspeed="zero2", project_name=str(tmp_path)))
@@ -157,9 +166,24 @@ def test_zero2_and_zero3_train_two_cpu_processes_to_the_same_model(tiny_t5_dir, 
     runs = {}
     for name in ("zero2", "zero3"):
         out = tmp_path / name
-        job = run_launch("train", "--data-path", str(data), "--model", str(model), *TINY_RUN, "--batch-size", "8",
-                         "--num-processes", "2", "--deepspeed", name, "--project-name", str(out),
-                         log=tmp_path / f"{name}.log", timeout=420)  # fmt: skip
+        job = run_launch(
+            "train",
+            "--data-path",
+            str(data),
+            "--model",
+            str(model),
+            *TINY_RUN,
+            "--batch-size",
+            "8",
+            "--num-processes",
+            "2",
+            "--deepspeed",
+            name,
+            "--project-name",
+            str(out),
+            log=tmp_path / f"{name}.log",
+            timeout=420,
+        )
         assert job.rc == 0, job.tail()
         assert f"world size 2 on CPU (gloo), DeepSpeed {name}" in job.text
         assert "DeepSpeed on CPU: 2 processes, backend gloo" in job.text
@@ -196,9 +220,24 @@ def test_zero3_offload_trains_with_deepspeeds_cpu_adam_and_saves_a_loadable_mode
 
     data = write_task(tmp_path / "data", kind="keywords", train_rows=64, valid_rows=16)
     out = tmp_path / "offload"
-    job = run_launch("train", "--data-path", str(data), "--model", str(tiny_t5_dir), *TINY_RUN, "--batch-size", "8",
-                     "--num-processes", "2", "--deepspeed", "zero3_offload", "--project-name", str(out),
-                     log=tmp_path / "offload.log", timeout=420)  # fmt: skip
+    job = run_launch(
+        "train",
+        "--data-path",
+        str(data),
+        "--model",
+        str(tiny_t5_dir),
+        *TINY_RUN,
+        "--batch-size",
+        "8",
+        "--num-processes",
+        "2",
+        "--deepspeed",
+        "zero3_offload",
+        "--project-name",
+        str(out),
+        log=tmp_path / "offload.log",
+        timeout=420,
+    )
     assert job.rc == 0, job.tail()
     assert "DeepSpeed zero3_offload" in job.text
     assert manifest.verify(out, checksums=True)
@@ -225,14 +264,34 @@ def test_zero_with_bf16_on_gpus(name, tiny_t5_dir, tmp_path) -> None:
     nproc = min(2, torch.cuda.device_count())
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", ",".join(str(i) for i in range(nproc)))
     env = {"DS_ACCELERATOR": "cuda", "CUDA_VISIBLE_DEVICES": gpus}
-    job = run_launch("train", "--data-path", str(data), "--model", str(tiny_t5_dir), *TINY_RUN, "--batch-size", "16",
-                     "--mixed-precision", "bf16", "--deepspeed", name, "--num-processes", str(nproc),
-                     "--project-name", str(out), log=tmp_path / "job.log", env=env, timeout=600)  # fmt: skip
+    job = run_launch(
+        "train",
+        "--data-path",
+        str(data),
+        "--model",
+        str(tiny_t5_dir),
+        *TINY_RUN,
+        "--batch-size",
+        "16",
+        "--mixed-precision",
+        "bf16",
+        "--deepspeed",
+        name,
+        "--num-processes",
+        str(nproc),
+        "--project-name",
+        str(out),
+        log=tmp_path / "job.log",
+        env=env,
+        timeout=600,
+    )
     assert job.rc == 0, job.tail()
     metrics = json.loads((out / "metrics.json").read_text())
     losses = step_losses(out)
     assert losses[-1] < losses[0] and metrics["peak_gpu_memory_mb"] > 0
     loaded = AutoModelForSeq2SeqLM.from_pretrained(out)
     assert next(loaded.parameters()).dtype in (torch.bfloat16, torch.float32)
-    print(f"{name} bf16 on {nproc} GPU(s): {metrics['train_samples_per_second']} samples/s, "
-          f"peak GPU memory {metrics['peak_gpu_memory_mb']} MB, loss {losses[0]:.3f} → {losses[-1]:.3f}")  # fmt: skip
+    print(
+        f"{name} bf16 on {nproc} GPU(s): {metrics['train_samples_per_second']} samples/s, "
+        f"peak GPU memory {metrics['peak_gpu_memory_mb']} MB, loss {losses[0]:.3f} → {losses[-1]:.3f}"
+    )

@@ -14,10 +14,11 @@ from conftest import write_task
 from launch_helpers import TINY_PARAMS, TINY_RUN, Launch, flags, free_port, run_launch, step_losses, without_dropout
 
 from job import manifest
-from job.distributed import read_exit_codes, report_exit_code, resolve_exit_code, token_mean_loss
 from job.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
+from job.exits import read_exit_codes, report_exit_code, resolve_exit_code
 from job.params import Seq2SeqParams
-from job.train import train
+from job.pipeline import train
+from job.training.loss import token_mean_loss
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,9 @@ def test_two_processes_train_like_one_process_with_the_same_global_batch(task, t
     # the same evaluation batches too (8 rows): the eval loss is a mean of per-batch means
     common = dict(data_path=str(data), model=str(model), **TINY_PARAMS, eval_batch_size=8)
     train(Seq2SeqParams(**common, project_name=str(tmp_path / "one"), batch_size=16))  # one process (this one)
-    two = run_launch("train", *flags(**common, project_name=tmp_path / "two", batch_size=8, num_processes=2),
-                     log=tmp_path / "2.log")  # fmt: skip
+    two = run_launch(
+        "train", *flags(**common, project_name=tmp_path / "two", batch_size=8, num_processes=2), log=tmp_path / "2.log"
+    )
     assert two.rc == 0, two.tail()
     assert "torchrun --standalone --nproc_per_node 2" in two.text and "world size 2 on CPU (gloo), DDP" in two.text
 
@@ -78,13 +80,30 @@ def test_two_nodes_on_localhost_train_together(task, tmp_path) -> None:
     out = tmp_path / "run"
     port = str(free_port())
     # builtin:t5-tiny is built from the data by each node's first process: on this shared disk, exactly once
-    args = ("train", "--data-path", str(data), "--model", "builtin:t5-tiny", *TINY_RUN, "--epochs", "1",
-            "--batch-size", "8", "--num-processes", "1", "--project-name", str(out))  # fmt: skip
+    args = (
+        "train",
+        "--data-path",
+        str(data),
+        "--model",
+        "builtin:t5-tiny",
+        *TINY_RUN,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--num-processes",
+        "1",
+        "--project-name",
+        str(out),
+    )
     nodes = [
-        Launch(*args, log=tmp_path / f"node{rank}.log",
-               env={"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+        Launch(
+            *args,
+            log=tmp_path / f"node{rank}.log",
+            env={"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+        )
         for rank in (0, 1)
-    ]  # fmt: skip
+    ]
     codes = [node.finish(timeout=300) for node in nodes]
     assert codes == [0, 0], "\n\n".join(node.tail() for node in nodes)
     assert f"--nnodes 2 --node_rank 1 --master_addr 127.0.0.1 --master_port {port} --nproc_per_node 1" in nodes[1].text
@@ -123,9 +142,23 @@ def test_a_user_error_on_one_rank_stops_every_rank_and_exits_2(task, tmp_path) -
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(_FAIL_ON_RANK_1)
     out = tmp_path / "run"
-    job = run_launch("train", "--data-path", str(data), "--model", str(model), *TINY_RUN, "--batch-size", "8",
-                     "--num-processes", "2", "--project-name", str(out), log=tmp_path / "job.log",
-                     env={"PYTHONPATH": str(hook)}, timeout=240)  # fmt: skip
+    job = run_launch(
+        "train",
+        "--data-path",
+        str(data),
+        "--model",
+        str(model),
+        *TINY_RUN,
+        "--batch-size",
+        "8",
+        "--num-processes",
+        "2",
+        "--project-name",
+        str(out),
+        log=tmp_path / "job.log",
+        env={"PYTHONPATH": str(hook)},
+        timeout=240,
+    )
     # rank 0 was waiting for rank 1 in the gradient all-reduce; torchrun stopped it, the launcher kept rank 1's code
     assert job.rc == EXIT_USER_ERROR, job.tail()
     assert "[rank 1] job: train.csv row 37: the target is empty" in job.text
@@ -138,9 +171,27 @@ def test_a_killed_worker_fails_the_whole_job_promptly(task, tmp_path) -> None:
 
     data, model = task
     out = tmp_path / "run"
-    job = Launch("train", "--data-path", str(data), "--model", str(model), *TINY_RUN, "--epochs", "200",
-                 "--batch-size", "8", "--num-processes", "2", "--project-name", str(out),
-                 "--eval-strategy", "no", "--save-strategy", "no", log=tmp_path / "job.log")  # fmt: skip
+    job = Launch(
+        "train",
+        "--data-path",
+        str(data),
+        "--model",
+        str(model),
+        *TINY_RUN,
+        "--epochs",
+        "200",
+        "--batch-size",
+        "8",
+        "--num-processes",
+        "2",
+        "--project-name",
+        str(out),
+        "--eval-strategy",
+        "no",
+        "--save-strategy",
+        "no",
+        log=tmp_path / "job.log",
+    )
     job.wait_for(r"step 3/800 ")
     workers = [p for p in psutil.Process(job.process.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
     assert len(workers) == 1, workers
@@ -179,7 +230,7 @@ def test_workers_record_their_exit_codes_for_the_launcher(tmp_path) -> None:
 _BUILD = """
 import sys, time
 from pathlib import Path
-from job.distributed import build_once
+from job.locks import build_once
 
 target = Path(sys.argv[1])
 def build():
@@ -210,8 +261,12 @@ def test_token_mean_loss_weighs_every_target_token_the_same(tiny_t5_dir) -> None
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_t5_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir).eval()
-    batch = tokenizer(["the red cat sat", "a dog"], text_target=["red cat", "dog ran over the big tree"],
-                      return_tensors="pt", padding=True)  # fmt: skip
+    batch = tokenizer(
+        ["the red cat sat", "a dog"],
+        text_target=["red cat", "dog ran over the big tree"],
+        return_tensors="pt",
+        padding=True,
+    )
     batch["labels"][batch["labels"] == tokenizer.pad_token_id] = -100
     with torch.no_grad():
         outputs = model(**batch)

@@ -21,13 +21,37 @@ from job import manifest
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = REPO / "entrypoint.sh"
 # Variables of the surrounding machine that would change the platform or topology the job detects.
-PLATFORM_VARS = ("NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK",
-                 "LOCAL_RANK", "JOB_COMPLETION_INDEX", "CLUSTER_SPEC", "CLOUD_ML_JOB_ID", "OPT_ML_ROOT",
-                 "GCS_FUSE_ROOT", "TERMINATION_MESSAGE_PATH", "KUBERNETES_SERVICE_HOST", "TENSORBOARD_LOGGING_DIR",
-                 "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")  # fmt: skip
+PLATFORM_VARS = (
+    "NNODES",
+    "NODE_RANK",
+    "NPROC_PER_NODE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "JOB_COMPLETION_INDEX",
+    "CLUSTER_SPEC",
+    "CLOUD_ML_JOB_ID",
+    "OPT_ML_ROOT",
+    "GCS_FUSE_ROOT",
+    "TERMINATION_MESSAGE_PATH",
+    "KUBERNETES_SERVICE_HOST",
+    "TENSORBOARD_LOGGING_DIR",
+    "NCCL_SOCKET_IFNAME",
+    "GLOO_SOCKET_IFNAME",
+)
 # A run of a few seconds: the built-in tiny T5 learns nothing in it, but every step and output is real.
-FAST = {"model": "builtin:t5-tiny", "epochs": "1", "batch_size": "16", "max_samples": "32", "max_seq_length": "32",
-        "max_target_length": "8", "early_stopping_patience": "0", "save_total_limit": "1"}  # fmt: skip
+FAST = {
+    "model": "builtin:t5-tiny",
+    "epochs": "1",
+    "batch_size": "16",
+    "max_samples": "32",
+    "max_seq_length": "32",
+    "max_target_length": "8",
+    "early_stopping_patience": "0",
+    "save_total_limit": "1",
+}
 
 pytestmark = pytest.mark.skipif(not (REPO / "job" / "launch.py").exists(), reason="job.launch is not there yet")
 
@@ -41,8 +65,14 @@ def container_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def entrypoint(*args: str, env: dict[str, str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(ENTRYPOINT), *args], env=container_env(env), cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(ENTRYPOINT), *args],
+        env=container_env(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def as_env(params: dict[str, str]) -> dict[str, str]:
@@ -55,13 +85,30 @@ def sagemaker_root(tmp_path: Path, task_dir: Path, hyperparameters: dict[str, st
     config = root / "input" / "config"
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
-    (config / "resourceconfig.json").write_text(json.dumps(
-        {"current_host": "algo-1", "current_group_name": "homogeneousCluster", "hosts": ["algo-1"],
-         "current_instance_type": "ml.g5.2xlarge", "network_interface_name": "eth0"}))  # fmt: skip
+    (config / "resourceconfig.json").write_text(
+        json.dumps(
+            {
+                "current_host": "algo-1",
+                "current_group_name": "homogeneousCluster",
+                "hosts": ["algo-1"],
+                "current_instance_type": "ml.g5.2xlarge",
+                "network_interface_name": "eth0",
+            }
+        )
+    )
     channels = {"train": "train.csv", "validation": "validation.csv"}
-    (config / "inputdataconfig.json").write_text(json.dumps(
-        {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-         for name in channels}))  # fmt: skip
+    (config / "inputdataconfig.json").write_text(
+        json.dumps(
+            {
+                name: {
+                    "TrainingInputMode": "File",
+                    "S3DistributionType": "FullyReplicated",
+                    "RecordWrapperType": "None",
+                }
+                for name in channels
+            }
+        )
+    )
     for name, file in channels.items():
         (root / "input" / "data" / name).mkdir(parents=True)
         shutil.copy(task_dir / file, root / "input" / "data" / name / f"part-0000-{name}.csv")
@@ -109,11 +156,15 @@ def test_vertex_outputs_go_where_aip_variables_say(keywords_task_dir, tmp_path):
     base = "gs://bucket/jobs/run1"
     env = {
         **as_env({**FAST, "data_path": str(keywords_task_dir / "train.csv"), "log": "tensorboard"}),
-        "AIP_MODEL_DIR": f"{base}/model/", "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
-        "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/", "GCS_FUSE_ROOT": str(gcs), "CLOUD_ML_JOB_ID": "123",
-        "CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["localhost:2222"]},
-                                    "task": {"type": "workerpool0", "index": 0}, "job": "{}"}),
-    }  # fmt: skip
+        "AIP_MODEL_DIR": f"{base}/model/",
+        "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
+        "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/",
+        "GCS_FUSE_ROOT": str(gcs),
+        "CLOUD_ML_JOB_ID": "123",
+        "CLUSTER_SPEC": json.dumps(
+            {"cluster": {"workerpool0": ["localhost:2222"]}, "task": {"type": "workerpool0", "index": 0}, "job": "{}"}
+        ),
+    }
     done = entrypoint("train", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     run = gcs / "bucket" / "jobs" / "run1"
@@ -132,12 +183,23 @@ def test_pytorchjob_two_nodes_train_together_and_write_one_model(keywords_task_d
     # What the Kubeflow training operator sets in each pod: node-level WORLD_SIZE and RANK
     nodes = []
     for rank in (0, 1):
-        env = container_env({**params, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
-                             "RANK": str(rank)})  # fmt: skip
+        env = container_env(
+            {**params, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank)}
+        )
         (tmp_path / f"node{rank}").mkdir()
         log = (tmp_path / f"node{rank}.log").open("w")
-        nodes.append((subprocess.Popen(["bash", str(ENTRYPOINT), "train"], env=env, cwd=tmp_path / f"node{rank}",
-                                       stdout=log, stderr=subprocess.STDOUT), log))  # fmt: skip
+        nodes.append(
+            (
+                subprocess.Popen(
+                    ["bash", str(ENTRYPOINT), "train"],
+                    env=env,
+                    cwd=tmp_path / f"node{rank}",
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                ),
+                log,
+            )
+        )
     for process, log in nodes:
         try:
             process.wait(timeout=300)
@@ -156,8 +218,13 @@ def test_pytorchjob_two_nodes_train_together_and_write_one_model(keywords_task_d
 
 
 def test_other_commands_run_as_given_in_place_of_the_entrypoint(tmp_path):
-    process = subprocess.Popen(["bash", str(ENTRYPOINT), "python", "-c", "import os; print(os.getpid())"],
-                               env=container_env({}), cwd=tmp_path, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        ["bash", str(ENTRYPOINT), "python", "-c", "import os; print(os.getpid())"],
+        env=container_env({}),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     stdout, _ = process.communicate(timeout=60)
     assert process.returncode == 0
     assert int(stdout) == process.pid  # exec: the command *is* the container's process and gets its signals
@@ -168,8 +235,11 @@ def test_other_commands_run_as_given_in_place_of_the_entrypoint(tmp_path):
 def test_no_arguments_means_train_and_kubernetes_gets_the_reason(tmp_path):
     termination = tmp_path / "termination-log"
     termination.write_text("")
-    done = entrypoint(env={"TERMINATION_MESSAGE_PATH": str(termination), "KUBERNETES_SERVICE_HOST": "10.0.0.1"},
-                      cwd=tmp_path, timeout=120)  # fmt: skip
+    done = entrypoint(
+        env={"TERMINATION_MESSAGE_PATH": str(termination), "KUBERNETES_SERVICE_HOST": "10.0.0.1"},
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "data_path is required" in termination.read_text()
     flags_only = entrypoint("--epochs", "-1", env={}, cwd=tmp_path, timeout=120)  # flags alone: train
@@ -186,8 +256,15 @@ def _cuda() -> bool:
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
 def test_train_through_the_entrypoint_on_gpus_in_bf16(keywords_task_dir, tmp_path):
     out = tmp_path / "gpu-model"
-    params = {**FAST, "max_samples": "400", "epochs": "2", "data_path": str(keywords_task_dir),
-              "valid_split": "validation", "mixed_precision": "bf16", "project_name": str(out)}  # fmt: skip
+    params = {
+        **FAST,
+        "max_samples": "400",
+        "epochs": "2",
+        "data_path": str(keywords_task_dir),
+        "valid_split": "validation",
+        "mixed_precision": "bf16",
+        "project_name": str(out),
+    }
     done = entrypoint("train", env=as_env(params), cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_complete_model(out)
@@ -196,6 +273,19 @@ def test_train_through_the_entrypoint_on_gpus_in_bf16(keywords_task_dir, tmp_pat
     import torch
 
     assert metrics["hardware"]["world_size"] == torch.cuda.device_count()  # one process per visible GPU
-    print("GPU run:", json.dumps({k: metrics.get(k) for k in (
-        "train_runtime", "train_samples_per_second", "train_tokens_per_second", "eval_loss", "peak_gpu_memory_mb",
-        "hardware")}))  # fmt: skip
+    print(
+        "GPU run:",
+        json.dumps(
+            {
+                k: metrics.get(k)
+                for k in (
+                    "train_runtime",
+                    "train_samples_per_second",
+                    "train_tokens_per_second",
+                    "eval_loss",
+                    "peak_gpu_memory_mb",
+                    "hardware",
+                )
+            }
+        ),
+    )

@@ -20,7 +20,7 @@ import pytest
 from job import hub
 from job.errors import UserError
 from job.params import Seq2SeqParams
-from job.train import train
+from job.pipeline import train
 
 TOKEN = "hf_TEST_TOKEN_CANARY_123456"
 
@@ -89,8 +89,9 @@ class HubDouble:
                 return 404, {"error": "Repository not found"}
             if parts[4] == "preupload":
                 files = json.loads(body)["files"]
-                return 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                       for f in files]}  # fmt: skip
+                return 200, {
+                    "files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+                }
             if parts[4] == "commit":
                 lines = [json.loads(line) for line in body.splitlines() if line.strip()]
                 files = {
@@ -99,8 +100,11 @@ class HubDouble:
                 self.repos[repo_id]["files"].update(files)
                 self.commits.append({"repo_id": repo_id, "header": lines[0]["value"], "files": sorted(files)})
                 oid = f"{len(self.commits):040x}"
-                return 200, {"commitUrl": f"{self.endpoint}/{repo_id}/commit/{oid}", "commitOid": oid,
-                             "pullRequestUrl": None}  # fmt: skip
+                return 200, {
+                    "commitUrl": f"{self.endpoint}/{repo_id}/commit/{oid}",
+                    "commitOid": oid,
+                    "pullRequestUrl": None,
+                }
         return 404, {"error": f"{path} is not in the double"}
 
 
@@ -183,17 +187,36 @@ def test_push_needs_a_token_and_the_network(monkeypatch, tmp_path) -> None:
 def test_train_pushes_the_final_model_card_and_metrics(hub_double, tiny_t5_dir, keywords_task_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     out = tmp_path / "keywords-t5"
-    metrics = train(Seq2SeqParams(
-        data_path=str(keywords_task_dir), model=str(tiny_t5_dir), project_name=str(out), push_to_hub=True,
-        username="alice", token=TOKEN, valid_split="validation", max_samples=8, epochs=1, batch_size=8,
-        max_seq_length=32, max_target_length=8, early_stopping_patience=0,
-    ))  # fmt: skip
+    metrics = train(
+        Seq2SeqParams(
+            data_path=str(keywords_task_dir),
+            model=str(tiny_t5_dir),
+            project_name=str(out),
+            push_to_hub=True,
+            username="alice",
+            token=TOKEN,
+            valid_split="validation",
+            max_samples=8,
+            epochs=1,
+            batch_size=8,
+            max_seq_length=32,
+            max_target_length=8,
+            early_stopping_patience=0,
+        )
+    )
     assert metrics["status"] == "completed"
     repo = hub_double.repos["alice/keywords-t5"]
     assert repo["private"] is True  # private unless hub_private=false
     files = repo["files"]
-    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer_config.json", "README.md",
-            "metrics.json", "training_params.json"} <= set(files)  # fmt: skip
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer_config.json",
+        "README.md",
+        "metrics.json",
+        "training_params.json",
+    } <= set(files)
     assert not any(name.startswith(("checkpoints/", "logs/")) or name == "manifest.json" for name in files)
     card = files["README.md"].decode()
     assert "rouge1" in card and "base_model:" in card

@@ -16,7 +16,7 @@ from job import manifest
 from job.errors import EXIT_PREEMPTED, EXIT_USER_ERROR, UserError
 from job.launch import build_command, clean_env, describe, processes_per_node
 from job.params import Seq2SeqParams
-from job.topology import Topology
+from job.platforms.topology import Topology
 
 PY = "/usr/bin/python3"
 ARGV = ["train", "--params", "job.json"]
@@ -39,9 +39,18 @@ def test_one_process_on_one_node_is_the_job_itself() -> None:
 
 def test_one_node_many_processes_is_standalone_torchrun() -> None:
     assert build_command(ARGV, nproc_per_node=8, topology=Topology(), python=PY) == [
-        PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "8", "--max_restarts", "0",
-        "-m", "job", *ARGV,
-    ]  # fmt: skip
+        PY,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "8",
+        "--max_restarts",
+        "0",
+        "-m",
+        "job",
+        *ARGV,
+    ]
     # DeepSpeed needs torchrun's environment even for a single process
     single = build_command(ARGV, nproc_per_node=1, topology=Topology(), needs_launcher=True, python=PY)
     assert single[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
@@ -50,9 +59,25 @@ def test_one_node_many_processes_is_standalone_torchrun() -> None:
 def test_many_nodes_get_explicit_rendezvous_flags() -> None:
     topology = Topology(nnodes=4, node_rank=3, master_addr="job-0.svc", master_port=23456, source="env")
     assert build_command(ARGV, nproc_per_node=8, topology=topology, python=PY) == [
-        PY, "-m", "torch.distributed.run", "--nnodes", "4", "--node_rank", "3", "--master_addr", "job-0.svc",
-        "--master_port", "23456", "--nproc_per_node", "8", "--max_restarts", "0", "-m", "job", *ARGV,
-    ]  # fmt: skip
+        PY,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "4",
+        "--node_rank",
+        "3",
+        "--master_addr",
+        "job-0.svc",
+        "--master_port",
+        "23456",
+        "--nproc_per_node",
+        "8",
+        "--max_restarts",
+        "0",
+        "-m",
+        "job",
+        *ARGV,
+    ]
     # one process per node on several nodes still needs torchrun
     one_each = build_command(ARGV, nproc_per_node=1, topology=topology, python=PY)
     assert one_each[:3] == [PY, "-m", "torch.distributed.run"] and "--nnodes" in one_each
@@ -60,14 +85,35 @@ def test_many_nodes_get_explicit_rendezvous_flags() -> None:
 
 def test_node_level_rank_variables_never_reach_the_workers() -> None:
     platform = {
-        "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "job-0", "MASTER_PORT": "23456",
-        "NODE_RANK": "1", "NNODES": "2", "NPROC_PER_NODE": "8", "PET_NNODES": "2", "PET_RDZV_BACKEND": "c10d",
-        "TORCHELASTIC_RUN_ID": "x", "GROUP_RANK": "1", "LOCAL_WORLD_SIZE": "8",
-        "PATH": "/usr/bin", "SEQ2SEQ_LR": "1e-4", "HF_TOKEN": "hf_x", "NCCL_DEBUG": "INFO", "JOB_COMPLETION_INDEX": "1",
-    }  # fmt: skip
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "job-0",
+        "MASTER_PORT": "23456",
+        "NODE_RANK": "1",
+        "NNODES": "2",
+        "NPROC_PER_NODE": "8",
+        "PET_NNODES": "2",
+        "PET_RDZV_BACKEND": "c10d",
+        "TORCHELASTIC_RUN_ID": "x",
+        "GROUP_RANK": "1",
+        "LOCAL_WORLD_SIZE": "8",
+        "PATH": "/usr/bin",
+        "SEQ2SEQ_LR": "1e-4",
+        "HF_TOKEN": "hf_x",
+        "NCCL_DEBUG": "INFO",
+        "JOB_COMPLETION_INDEX": "1",
+    }
     env = clean_env(platform, extra={"NCCL_SOCKET_IFNAME": "eth0"}, cpu_threads=4)
-    assert env == {"PATH": "/usr/bin", "SEQ2SEQ_LR": "1e-4", "HF_TOKEN": "hf_x", "NCCL_DEBUG": "INFO",
-                   "JOB_COMPLETION_INDEX": "1", "NCCL_SOCKET_IFNAME": "eth0", "OMP_NUM_THREADS": "4"}  # fmt: skip
+    assert env == {
+        "PATH": "/usr/bin",
+        "SEQ2SEQ_LR": "1e-4",
+        "HF_TOKEN": "hf_x",
+        "NCCL_DEBUG": "INFO",
+        "JOB_COMPLETION_INDEX": "1",
+        "NCCL_SOCKET_IFNAME": "eth0",
+        "OMP_NUM_THREADS": "4",
+    }
     assert clean_env({"OMP_NUM_THREADS": "2"}, cpu_threads=4)["OMP_NUM_THREADS"] == "2"  # the user's choice stays
     assert "OMP_NUM_THREADS" not in clean_env({}, cpu_threads=None)  # GPUs: torchrun's default
 
@@ -84,8 +130,9 @@ def test_the_launch_line_says_what_starts_and_the_effective_batch() -> None:
 
 
 def _launch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "job.launch", *args], capture_output=True, text=True,
-                          env=launch_env(env), timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "job.launch", *args], capture_output=True, text=True, env=launch_env(env), timeout=120
+    )
 
 
 def test_bad_params_and_topology_fail_before_anything_starts(tmp_path) -> None:
@@ -106,9 +153,27 @@ def test_bad_params_and_topology_fail_before_anything_starts(tmp_path) -> None:
 def test_sigterm_reaches_every_worker_which_checkpoint_and_exit_143(tiny_t5_dir, tmp_path) -> None:
     data = write_task(tmp_path / "data", kind="keywords", train_rows=64, valid_rows=16)
     out = tmp_path / "run"
-    job = Launch("train", "--data-path", str(data), "--model", str(tiny_t5_dir), *TINY_RUN, "--epochs", "200",
-                 "--batch-size", "8", "--num-processes", "2", "--project-name", str(out), "--eval-strategy", "no",
-                 "--save-strategy", "epoch", log=tmp_path / "job.log")  # fmt: skip
+    job = Launch(
+        "train",
+        "--data-path",
+        str(data),
+        "--model",
+        str(tiny_t5_dir),
+        *TINY_RUN,
+        "--epochs",
+        "200",
+        "--batch-size",
+        "8",
+        "--num-processes",
+        "2",
+        "--project-name",
+        str(out),
+        "--eval-strategy",
+        "no",
+        "--save-strategy",
+        "epoch",
+        log=tmp_path / "job.log",
+    )
     job.wait_for(r"step 6/800 ")
     signalled = time.monotonic()
     job.process.send_signal(signal.SIGTERM)  # what Kubernetes/SageMaker do before they kill the container

@@ -76,10 +76,14 @@ def test_manifests_validate_strictly_against_kubernetes_schemas(tmp_path: Path) 
     assert [problem for path in MANIFESTS for problem in lint_manifests.lint_file(path)] == []
     # the validator rejects unknown fields, in core objects and inside the PyTorchJob's pod templates
     cases = [
-        ("job.yaml", "terminationGracePeriodSeconds", "terminationGracePeriodSecond",
-         "'terminationGracePeriodSecond' was unexpected"),
+        (
+            "job.yaml",
+            "terminationGracePeriodSeconds",
+            "terminationGracePeriodSecond",
+            "'terminationGracePeriodSecond' was unexpected",
+        ),
         ("pytorchjob.yaml", "mountPath: /out", "mountPth: /out", "'mountPath' is a required property"),
-    ]  # fmt: skip
+    ]
     for name, field, typo, message in cases:
         bad = tmp_path / name
         bad.write_text((REPO / "k8s" / name).read_text().replace(field, typo, 1))
@@ -130,8 +134,10 @@ def test_jobs_fail_fast_on_bad_input_and_retry_preemption() -> None:
         spec = job["spec"]
         assert spec["backoffLimit"] >= 1 and spec["activeDeadlineSeconds"] > 0 and spec["ttlSecondsAfterFinished"] > 0
         rules = spec["podFailurePolicy"]["rules"]
-        assert rules[0] == {"action": "FailJob",
-                            "onExitCodes": {"containerName": "train", "operator": "In", "values": [2]}}  # fmt: skip
+        assert rules[0] == {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "train", "operator": "In", "values": [2]},
+        }
         assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
         assert spec["template"]["spec"]["restartPolicy"] == "Never"
     indexed = [d for d in yaml.safe_load_all((REPO / "k8s/indexed-job.yaml").read_text())]
@@ -166,8 +172,9 @@ def test_dockerfile_conventions() -> None:
 
 
 def test_dockerignore_admits_exactly_what_the_dockerfile_copies() -> None:
-    allowed = [line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.startswith("!")]  # fmt: skip
+    allowed = [
+        line[1:].rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
     assert (REPO / ".dockerignore").read_text().splitlines()[2] == "*"
     sources = []
     for line in (REPO / "Dockerfile").read_text().splitlines():
@@ -199,9 +206,22 @@ def test_constraints_pin_every_dependency_of_the_image() -> None:
 # ------------------------------------------------------------------------------------------------- examples
 def test_sagemaker_example_builds_a_spot_estimator_with_valid_hyperparameters() -> None:
     example = load_module(REPO / "examples" / "sagemaker_launch.py")
-    args = example.parse_args(["--image-uri", "1.dkr.ecr.us-east-1.amazonaws.com/seq2seq-job:1", "--role", "arn:r",
-                               "--train", "s3://b/train.csv", "--validation", "s3://b/valid.csv",
-                               "--output", "s3://b/out/", "-p", "epochs=5"])  # fmt: skip
+    args = example.parse_args(
+        [
+            "--image-uri",
+            "1.dkr.ecr.us-east-1.amazonaws.com/seq2seq-job:1",
+            "--role",
+            "arn:r",
+            "--train",
+            "s3://b/train.csv",
+            "--validation",
+            "s3://b/valid.csv",
+            "--output",
+            "s3://b/out/",
+            "-p",
+            "epochs=5",
+        ]
+    )
     kwargs = example.estimator_kwargs(args)
     assert kwargs["use_spot_instances"] is True and kwargs["max_wait"] >= kwargs["max_run"]
     assert kwargs["checkpoint_s3_uri"] == "s3://b/out/checkpoints"

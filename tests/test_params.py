@@ -6,52 +6,95 @@ import json
 
 import pytest
 
+from job.context import read_context
 from job.errors import UserError
+from job.param_sources import load_params
 from job.params import Seq2SeqParams
+from job.preflight import check, preflight
 
 
 def test_defaults_match_the_documented_ones() -> None:
     p = Seq2SeqParams(data_path="d.csv")
     expected = dict(
-        model="google/flan-t5-base", text_column="text", target_column="target", train_split="train",
-        valid_split=None, max_samples=None, lr=5e-5, epochs=3, batch_size=2, max_seq_length=128,
-        max_target_length=128, warmup_ratio=0.1, gradient_accumulation=1, optimizer="adamw_torch",
-        scheduler="linear", weight_decay=0.0, max_grad_norm=1.0, seed=42, peft=False, quantization="int8",
-        lora_r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", mixed_precision=None,
-        auto_find_batch_size=False, logging_steps=-1, eval_strategy="epoch", early_stopping_patience=5,
-        early_stopping_threshold=0.01, push_to_hub=False, save_total_limit=1, log="none", source_prefix="",
-        num_beams=1, src_lang=None, tgt_lang=None, preprocessing_num_workers=None, metric_for_best_model="loss",
-    )  # fmt: skip
+        model="google/flan-t5-base",
+        text_column="text",
+        target_column="target",
+        train_split="train",
+        valid_split=None,
+        max_samples=None,
+        lr=5e-5,
+        epochs=3,
+        batch_size=2,
+        max_seq_length=128,
+        max_target_length=128,
+        warmup_ratio=0.1,
+        gradient_accumulation=1,
+        optimizer="adamw_torch",
+        scheduler="linear",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=42,
+        peft=False,
+        quantization="int8",
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.05,
+        target_modules="all-linear",
+        mixed_precision=None,
+        auto_find_batch_size=False,
+        logging_steps=-1,
+        eval_strategy="epoch",
+        early_stopping_patience=5,
+        early_stopping_threshold=0.01,
+        push_to_hub=False,
+        save_total_limit=1,
+        log="none",
+        source_prefix="",
+        num_beams=1,
+        src_lang=None,
+        tgt_lang=None,
+        preprocessing_num_workers=None,
+        metric_for_best_model="loss",
+    )
     assert {k: getattr(p, k) for k in expected} == expected
 
 
-def test_precedence_kwargs_over_env_over_json_over_defaults(tmp_path, monkeypatch) -> None:
+def test_precedence_kwargs_over_env_over_json_over_defaults(tmp_path) -> None:
     params_file = tmp_path / "p.json"
     params_file.write_text(json.dumps({"data_path": "from-json.csv", "lr": 0.1, "epochs": 9, "batch_size": 7}))
-    monkeypatch.setenv("SEQ2SEQ_LR", "0.2")
-    monkeypatch.setenv("SEQ2SEQ_EPOCHS", "4")
-    p = Seq2SeqParams.load({"lr": "0.3"}, params_file=str(params_file))
+    env = {"SEQ2SEQ_LR": "0.2", "SEQ2SEQ_EPOCHS": "4"}
+    p = load_params({"lr": "0.3"}, env=env, params_file=str(params_file))
     assert (p.lr, p.epochs, p.batch_size, p.data_path, p.seed) == (0.3, 4, 7, "from-json.csv", 42)
 
 
-def test_params_env_var_holds_a_path_or_inline_json(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("SEQ2SEQ_PARAMS", '{"data_path": "inline.csv", "peft": "true"}')
-    assert Seq2SeqParams().data_path == "inline.csv"
+def test_params_are_pure_the_process_environment_is_not_read(monkeypatch) -> None:
+    monkeypatch.setenv("SEQ2SEQ_LR", "0.2")
+    monkeypatch.setenv("SEQ2SEQ_PARAMS", '{"epochs": 9}')
+    p = Seq2SeqParams(data_path="x.csv")
+    assert (p.lr, p.epochs) == (5e-5, 3)  # only the arguments and the defaults
+    ctx, loaded = preflight({"data_path": "x.csv"})  # the entry points read the environment, once
+    assert (loaded.lr, loaded.epochs) == (0.2, 9) and ctx.env["SEQ2SEQ_LR"] == "0.2"
+
+
+def test_params_env_var_holds_a_path_or_inline_json(tmp_path) -> None:
+    inline = {"SEQ2SEQ_PARAMS": '{"data_path": "inline.csv", "peft": "true"}'}
+    assert load_params(env=inline).data_path == "inline.csv"
     path = tmp_path / "p.json"
     path.write_text('{"data_path": "file.csv"}')
-    monkeypatch.setenv("SEQ2SEQ_PARAMS", str(path))
-    assert Seq2SeqParams().data_path == "file.csv"
+    assert load_params(env={"SEQ2SEQ_PARAMS": str(path)}).data_path == "file.csv"
 
 
-def test_env_strings_are_parsed_into_types(monkeypatch) -> None:
-    monkeypatch.setenv("SEQ2SEQ_DATA_PATH", "x.csv")
-    monkeypatch.setenv("SEQ2SEQ_EPOCHS", "3")
-    monkeypatch.setenv("SEQ2SEQ_PEFT", "true")
-    monkeypatch.setenv("SEQ2SEQ_MAX_SAMPLES", "none")
-    monkeypatch.setenv("SEQ2SEQ_MIXED_PRECISION", "None")
-    monkeypatch.setenv("SEQ2SEQ_QUANTIZATION", "none")
-    monkeypatch.setenv("SEQ2SEQ_TARGET_MODULES", "q, v")
-    p = Seq2SeqParams()
+def test_env_strings_are_parsed_into_types() -> None:
+    env = {
+        "SEQ2SEQ_DATA_PATH": "x.csv",
+        "SEQ2SEQ_EPOCHS": "3",
+        "SEQ2SEQ_PEFT": "true",
+        "SEQ2SEQ_MAX_SAMPLES": "none",
+        "SEQ2SEQ_MIXED_PRECISION": "None",
+        "SEQ2SEQ_QUANTIZATION": "none",
+        "SEQ2SEQ_TARGET_MODULES": "q, v",
+    }
+    p = load_params(env=env)
     assert p.epochs == 3 and p.peft is True and p.max_samples is None and p.mixed_precision is None
     assert p.quantization == "none" and not p.quantized
     assert p.target_module_list == ["q", "v"]
@@ -101,9 +144,12 @@ def test_fp16_without_cuda_is_a_clear_error_and_bf16_is_fine() -> None:
 
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
+    fp16 = Seq2SeqParams(data_path="x", mixed_precision="fp16")  # the schema cannot know the machine
+    with pytest.raises(UserError, match=r"^invalid parameters: mixed_precision=fp16 needs a CUDA GPU"):
+        check(fp16, read_context({}))
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
-        Seq2SeqParams(data_path="x", mixed_precision="fp16")
-    assert Seq2SeqParams(data_path="x", mixed_precision="bf16").mixed_precision == "bf16"
+        preflight({"data_path": "x", "mixed_precision": "fp16"}, env={})
+    check(Seq2SeqParams(data_path="x", mixed_precision="bf16"), read_context({}))  # no error
 
 
 def test_missing_data_path() -> None:
@@ -111,7 +157,7 @@ def test_missing_data_path() -> None:
         Seq2SeqParams()
 
 
-def test_unknown_keys_get_did_you_mean_and_the_valid_names(tmp_path, monkeypatch) -> None:
+def test_unknown_keys_get_did_you_mean_and_the_valid_names(tmp_path) -> None:
     with pytest.raises(UserError) as info:
         Seq2SeqParams(data_path="x", lora_rank=8)
     assert "unknown parameter lora_rank" in str(info.value) and "did you mean lora_r" in str(info.value)
@@ -121,27 +167,26 @@ def test_unknown_keys_get_did_you_mean_and_the_valid_names(tmp_path, monkeypatch
     path = tmp_path / "p.json"
     path.write_text('{"data_path": "x", "epoch": 2}')
     with pytest.raises(UserError, match=r"unknown key in .*p.json epoch: did you mean epochs"):
-        Seq2SeqParams.load(params_file=str(path))
-    monkeypatch.setenv("SEQ2SEQ_BATCHSIZE", "4")
+        load_params(env={}, params_file=str(path))
     with pytest.raises(UserError, match="SEQ2SEQ_BATCHSIZE: did you mean SEQ2SEQ_BATCH_SIZE"):
-        Seq2SeqParams(data_path="x")
+        load_params({"data_path": "x"}, env={"SEQ2SEQ_BATCHSIZE": "4"})
 
 
 def test_bad_params_file(tmp_path) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        Seq2SeqParams.load(params_file=str(tmp_path / "missing.json"))
+        load_params(env={}, params_file=str(tmp_path / "missing.json"))
     bad = tmp_path / "bad.json"
     bad.write_text('{"data_path": "x",\n "lr": }')
     with pytest.raises(UserError, match=r"not valid JSON.*line 2"):
-        Seq2SeqParams.load(params_file=str(bad))
+        load_params(env={}, params_file=str(bad))
     listy = tmp_path / "list.json"
     listy.write_text("[1, 2]")
     with pytest.raises(UserError, match="JSON object"):
-        Seq2SeqParams.load(params_file=str(listy))
+        load_params(env={}, params_file=str(listy))
     wrong_type = tmp_path / "wrong.json"
     wrong_type.write_text('{"data_path": "x", "epochs": "three"}')
     with pytest.raises(UserError, match="epochs='three'"):
-        Seq2SeqParams.load(params_file=str(wrong_type))
+        load_params(env={}, params_file=str(wrong_type))
 
 
 def test_token_is_secret_everywhere() -> None:
@@ -154,10 +199,9 @@ def test_token_is_secret_everywhere() -> None:
     assert "hf_CANARY123" not in str(info.value)
 
 
-def test_derived_values(monkeypatch) -> None:
-    monkeypatch.setenv("WORLD_SIZE", "4")
+def test_derived_values() -> None:
     p = Seq2SeqParams(data_path="x", batch_size=8, gradient_accumulation=2, max_target_length=64)
-    assert p.effective_batch_size == 64
+    assert p.effective_batch_size(4) == 64 and p.effective_batch_size(1) == 16
     assert p.resolved_generation_max_length == 64
     assert p.resolved_save_strategy == "epoch" and not p.evaluates
     stepwise = Seq2SeqParams(data_path="x", valid_split="v", eval_strategy="steps", eval_steps=3)

@@ -18,20 +18,48 @@ import boto3
 import pytest
 from job_process import JobProcess, kill, run_job
 
-from job import manifest, preemption
+from job import manifest
 from job.errors import EXIT_PREEMPTED
+from job.training import preemption
 
 STEPS = 16  # 64 rows / batch 8 = 8 steps per epoch × 2 epochs
 
 
 def train_args(data: Path, model: Path, out: Path, *extra: str, bucket: str | None = None) -> list[str]:
     args = [
-        "train", "--data-path", str(data), "--model", str(model), "--project-name", str(out),
-        "--max-samples", "64", "--batch-size", "8", "--epochs", "2",
-        "--max-seq-length", "32", "--max-target-length", "8", "--lr", "3e-3", "--warmup-ratio", "0",
-        "--eval-strategy", "no", "--logging-steps", "1", "--save-strategy", "steps", "--save-total-limit", "2",
-        "--early-stopping-patience", "0", *extra,
-    ]  # fmt: skip
+        "train",
+        "--data-path",
+        str(data),
+        "--model",
+        str(model),
+        "--project-name",
+        str(out),
+        "--max-samples",
+        "64",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--max-seq-length",
+        "32",
+        "--max-target-length",
+        "8",
+        "--lr",
+        "3e-3",
+        "--warmup-ratio",
+        "0",
+        "--eval-strategy",
+        "no",
+        "--logging-steps",
+        "1",
+        "--save-strategy",
+        "steps",
+        "--save-total-limit",
+        "2",
+        "--early-stopping-patience",
+        "0",
+        *extra,
+    ]
     if bucket:
         args += ["--output-uri", f"s3://{bucket}/run"]
     return args
@@ -62,7 +90,7 @@ def stop_step(job: JobProcess) -> int:
 
 
 def progress_steps(job: JobProcess) -> list[int]:
-    return [int(m.group(1)) for m in re.finditer(r"INFO job\.trainer: step (\d+)/\d+ ", job.text)]
+    return [int(m.group(1)) for m in re.finditer(r"INFO job\.training\.callbacks: step (\d+)/\d+ ", job.text)]
 
 
 def assert_finished(out: Path, client, bucket: str) -> dict:
@@ -124,8 +152,11 @@ def test_sigterm_during_upload_then_resume_on_a_fresh_machine_from_output_uri(
 
     def uploading() -> bool:
         """A local checkpoint is complete but its remote manifest is not there yet: an upload is in flight."""
-        local = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*")
-                       if (p / manifest.MANIFEST).is_file())  # fmt: skip
+        local = sorted(
+            int(p.name.split("-")[1])
+            for p in (out / "checkpoints").glob("checkpoint-*")
+            if (p / manifest.MANIFEST).is_file()
+        )
         if not local or local[-1] < 3:
             return False
         if remote_checkpoints(client, s3_bucket).get(local[-1]):
@@ -166,14 +197,16 @@ def test_kill_9_restart_skips_partial_and_corrupt_checkpoints(
     tiny_t5_dir, keywords_task_dir, s3_bucket, s3_env, tmp_path
 ) -> None:
     out = tmp_path / "run"
-    args = train_args(keywords_task_dir, tiny_t5_dir, out, "--save-steps", "2", "--save-total-limit", "3",
-                      bucket=s3_bucket)  # fmt: skip
+    args = train_args(
+        keywords_task_dir, tiny_t5_dir, out, "--save-steps", "2", "--save-total-limit", "3", bucket=s3_bucket
+    )
     job = JobProcess(*args)
     job.wait_for(r"Checkpoint checkpoint-4 complete")
     assert kill(job) == -signal.SIGKILL  # no handler runs, nothing is saved
     checkpoints = out / "checkpoints"
-    complete = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*")
-                      if manifest.verify(p, checksums=True))  # fmt: skip
+    complete = sorted(
+        int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*") if manifest.verify(p, checksums=True)
+    )
     assert len(complete) >= 2, complete
     newest, fallback = complete[-1], complete[-2]
     # The newest checkpoint is damaged without changing its size (only the checksum can tell) …

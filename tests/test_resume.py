@@ -22,12 +22,20 @@ from job_process import run_job
 from job import manifest, resume
 from job.errors import Preempted, UserError
 from job.params import Seq2SeqParams
-from job.train import train
+from job.pipeline import train
 
 TASK = dict(
-    valid_split="validation[:8]", max_samples=64, batch_size=8, epochs=2, max_seq_length=32, max_target_length=8,
-    lr=3e-3, warmup_ratio=0.0, early_stopping_patience=0, logging_steps=1,
-)  # fmt: skip  # 64 rows / 8 = 8 steps per epoch, 16 in all
+    valid_split="validation[:8]",
+    max_samples=64,
+    batch_size=8,
+    epochs=2,
+    max_seq_length=32,
+    max_target_length=8,
+    lr=3e-3,
+    warmup_ratio=0.0,
+    early_stopping_patience=0,
+    logging_steps=1,
+)  # 64 rows / 8 = 8 steps per epoch, 16 in all
 
 
 @pytest.fixture(autouse=True)
@@ -197,10 +205,27 @@ def test_auto_downloads_the_newest_complete_remote_checkpoint(s3_bucket, tmp_pat
 
 # --------------------------------------------------------------------------------------- finished jobs, CLI
 CLI_TASK = [
-    "--valid-split", "validation[:8]", "--max-samples", "64", "--batch-size", "8", "--epochs", "2",
-    "--max-seq-length", "32", "--max-target-length", "8", "--lr", "0.003", "--warmup-ratio", "0",
-    "--early-stopping-patience", "0", "--logging-steps", "1",
-]  # fmt: skip  # the same run as TASK
+    "--valid-split",
+    "validation[:8]",
+    "--max-samples",
+    "64",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "2",
+    "--max-seq-length",
+    "32",
+    "--max-target-length",
+    "8",
+    "--lr",
+    "0.003",
+    "--warmup-ratio",
+    "0",
+    "--early-stopping-patience",
+    "0",
+    "--logging-steps",
+    "1",
+]  # the same run as TASK
 
 
 def snapshot(folder: Path) -> dict[str, int]:
@@ -213,8 +238,16 @@ def test_rerun_of_a_finished_job_exits_0_at_once_and_overwrite_trains_again(
     out = tmp_path / "run"
     metrics = train(params_for(out, keywords_task_dir, tiny_t5_dir))
     before = snapshot(out)
-    command = ["train", "--data-path", str(keywords_task_dir), "--model", str(tiny_t5_dir),
-               "--project-name", str(out), *CLI_TASK]  # fmt: skip
+    command = [
+        "train",
+        "--data-path",
+        str(keywords_task_dir),
+        "--model",
+        str(tiny_t5_dir),
+        "--project-name",
+        str(out),
+        *CLI_TASK,
+    ]
 
     rc, rerun = run_job(*command)
     assert rc == 0, rerun.tail()

@@ -28,12 +28,34 @@ def test_secrets_appear_in_no_log_line_file_or_uploaded_object(
     }
     out = tmp_path / "run"
     rc, job = run_job(
-        "train", "--verbose", "--data-path", str(keywords_task_dir), "--model", str(tiny_t5_dir),
-        "--project-name", str(out), "--output-uri", f"s3://{s3_bucket}/run", "--token", f"hf_{canary}param",
-        "--valid-split", "validation[:8]", "--max-samples", "32", "--batch-size", "8", "--epochs", "1",
-        "--save-strategy", "epoch", "--max-seq-length", "32", "--max-target-length", "8",
+        "train",
+        "--verbose",
+        "--data-path",
+        str(keywords_task_dir),
+        "--model",
+        str(tiny_t5_dir),
+        "--project-name",
+        str(out),
+        "--output-uri",
+        f"s3://{s3_bucket}/run",
+        "--token",
+        f"hf_{canary}param",
+        "--valid-split",
+        "validation[:8]",
+        "--max-samples",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "1",
+        "--save-strategy",
+        "epoch",
+        "--max-seq-length",
+        "32",
+        "--max-target-length",
+        "8",
         env=secrets,
-    )  # fmt: skip
+    )
     assert rc == 0, job.tail()
     assert manifest.verify(out) and "DEBUG" in job.text  # it ran, verbosely, to the end
 
@@ -45,8 +67,11 @@ def test_secrets_appear_in_no_log_line_file_or_uploaded_object(
     assert '"token": "***"' in (out / "training_params.json").read_text()
 
     client = boto3.client("s3", endpoint_url=s3_env.endpoint_url)
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
-            for o in page.get("Contents", [])]  # fmt: skip
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+        for o in page.get("Contents", [])
+    ]
     assert "run/manifest.json" in keys and any(k.startswith("run/checkpoints/") for k in keys)
     uploaded = {key: client.get_object(Bucket=s3_bucket, Key=key)["Body"].read() for key in keys}
     assert [key for key, body in uploaded.items() if canary.encode() in body.lower()] == []
@@ -54,7 +79,17 @@ def test_secrets_appear_in_no_log_line_file_or_uploaded_object(
 
 def test_a_rejected_run_does_not_echo_the_token(tmp_path) -> None:
     canary = f"canary{uuid.uuid4().hex[:12]}"
-    rc, job = run_job("train", "--data-path", str(tmp_path / "x.csv"), "--token", canary, "--lr", "-1",
-                      "--project-name", str(tmp_path / "out"), env={"HF_TOKEN": canary})  # fmt: skip
+    rc, job = run_job(
+        "train",
+        "--data-path",
+        str(tmp_path / "x.csv"),
+        "--token",
+        canary,
+        "--lr",
+        "-1",
+        "--project-name",
+        str(tmp_path / "out"),
+        env={"HF_TOKEN": canary},
+    )
     assert rc == EXIT_USER_ERROR and "lr=" in job.text
     assert canary not in job.text

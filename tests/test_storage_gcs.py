@@ -45,8 +45,9 @@ def test_vertex_gcs_fuse_paths_are_local(tmp_path) -> None:
 
 def test_params_reject_bad_uris_at_once() -> None:
     with pytest.raises(UserError) as info:
-        Seq2SeqParams(data_path="ftp://host/x.csv", model="s3://", output_uri="hf://datasets/x",
-                      s3_endpoint_url="minio:9000")  # fmt: skip
+        Seq2SeqParams(
+            data_path="ftp://host/x.csv", model="s3://", output_uri="hf://datasets/x", s3_endpoint_url="minio:9000"
+        )
     message = str(info.value)
     assert "data_path=ftp://host/x.csv: unsupported scheme ftp://" in message
     assert "model=s3://: '' is not a bucket name" in message

@@ -22,8 +22,8 @@ from job import manifest, storage
 from job.data import load_data
 from job.errors import UserError
 from job.params import Seq2SeqParams
+from job.pipeline import train
 from job.storage import Publisher, StorageError, download_folder, fetch, list_complete_checkpoints
-from job.train import train
 
 
 def _s3(endpoint_url: str | None = None):
@@ -115,8 +115,9 @@ def test_processes_of_a_node_download_once(s3_bucket, tmp_path, caplog):
     _s3().put_object(Bucket=s3_bucket, Key="big.bin", Body=os.urandom(3 * 1024 * 1024))
     uri, cache = f"s3://{s3_bucket}/big.bin", tmp_path / "cache"
     results: list[Path] = []
-    workers = [threading.Thread(target=lambda: results.append(fetch(uri, cache_dir=cache, what="data_path")))
-               for _ in range(4)]  # fmt: skip
+    workers = [
+        threading.Thread(target=lambda: results.append(fetch(uri, cache_dir=cache, what="data_path"))) for _ in range(4)
+    ]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -147,8 +148,12 @@ def test_missing_bucket_and_key_are_one_line_errors_naming_the_uri(s3_bucket, tm
 
 def test_wrong_credentials_and_access_denied(monkeypatch, tmp_path, caplog):
     """moto with IAM auth on: unknown key id, wrong secret and a key without permissions are all clear errors."""
-    env = {"AWS_ACCESS_KEY_ID": "bootstrap", "AWS_SECRET_ACCESS_KEY": "bootstrap", "AWS_DEFAULT_REGION": "us-east-1",
-           "INITIAL_NO_AUTH_ACTION_COUNT": "3"}  # fmt: skip
+    env = {
+        "AWS_ACCESS_KEY_ID": "bootstrap",
+        "AWS_SECRET_ACCESS_KEY": "bootstrap",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "INITIAL_NO_AUTH_ACTION_COUNT": "3",
+    }
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with MotoServer(env=env) as server:
         iam = boto3.client("iam", endpoint_url=server.endpoint_url, **_keys_kwargs("bootstrap", "bootstrap"))
@@ -283,7 +288,9 @@ def test_publisher_without_uri_does_nothing_and_local_uri_copies(tmp_path):
 
 def test_server_going_away_mid_upload_fails_clearly_and_marks_nothing_complete(s3_bucket, s3_env, tmp_path):
     proxy = CuttingProxy(s3_env.port)
-    storage.configure(s3_endpoint_url=proxy.endpoint_url)  # the job reaches S3 only through the proxy
+    storage.configure(
+        storage.StorageSettings(s3_endpoint_url=proxy.endpoint_url)
+    )  # the job reaches S3 only through the proxy
     try:
         root = tmp_path / "run"
         uri = f"s3://{s3_bucket}/run"
@@ -296,7 +303,7 @@ def test_server_going_away_mid_upload_fails_clearly_and_marks_nothing_complete(s
             publisher.wait()
     finally:
         proxy.close()
-        storage.configure(s3_endpoint_url=None)
+        storage.configure(storage.StorageSettings(s3_endpoint_url=None))
     message = str(info.value)
     assert not isinstance(info.value, UserError)  # retryable: exit code 1, not "don't retry"
     assert "checkpoint-7" in message and "\n" not in message
@@ -310,18 +317,19 @@ def test_server_going_away_mid_upload_fails_clearly_and_marks_nothing_complete(s
 
 def test_a_dropped_connection_is_retried(s3_bucket, s3_env, tmp_path):
     proxy = CuttingProxy(s3_env.port)
-    storage.configure(s3_endpoint_url=proxy.endpoint_url)
+    storage.configure(storage.StorageSettings(s3_endpoint_url=proxy.endpoint_url))
     try:
         root = tmp_path / "run"
-        publisher = Publisher(f"s3://{s3_bucket}/run", local_root=root, checkpoints_dir=root / "checkpoints",
-                              save_total_limit=1)  # fmt: skip
+        publisher = Publisher(
+            f"s3://{s3_bucket}/run", local_root=root, checkpoints_dir=root / "checkpoints", save_total_limit=1
+        )
         checkpoint = _checkpoint(root / "checkpoints", 3, size=3 * 1024 * 1024)
         proxy.drop_once_after(1024 * 1024)
         publisher.publish_checkpoint(checkpoint)
         publisher.wait()
     finally:
         proxy.close()
-        storage.configure(s3_endpoint_url=None)
+        storage.configure(storage.StorageSettings(s3_endpoint_url=None))
     assert proxy.dropped == 1
     assert list_complete_checkpoints(f"s3://{s3_bucket}/run") == [f"s3://{s3_bucket}/run/checkpoints/checkpoint-3"]
     restored = download_folder(f"s3://{s3_bucket}/run/checkpoints/checkpoint-3", tmp_path / "restored")
@@ -330,9 +338,14 @@ def test_a_dropped_connection_is_retried(s3_bucket, s3_env, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- end to end
 FAST = dict(
-    batch_size=16, lr=3e-3, max_seq_length=32, max_target_length=8, seed=0, early_stopping_patience=0,
+    batch_size=16,
+    lr=3e-3,
+    max_seq_length=32,
+    max_target_length=8,
+    seed=0,
+    early_stopping_patience=0,
     warmup_ratio=0.0,
-)  # fmt: skip
+)
 
 
 def test_train_from_s3_data_to_s3_outputs_and_reload_as_model(
@@ -342,10 +355,18 @@ def test_train_from_s3_data_to_s3_outputs_and_reload_as_model(
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")  # the endpoint comes from the parameter this time
     out_uri = f"s3://{s3_bucket}/runs/first"
     params = Seq2SeqParams(
-        data_path=f"s3://{s3_bucket}/datasets/keywords/", model=str(tiny_t5_dir), project_name=str(tmp_path / "run"),
-        output_uri=out_uri, s3_endpoint_url=s3_env.endpoint_url, cache_dir=str(tmp_path / "cache"),
-        valid_split="validation", epochs=2, save_total_limit=1, max_samples=16, **FAST,
-    )  # fmt: skip
+        data_path=f"s3://{s3_bucket}/datasets/keywords/",
+        model=str(tiny_t5_dir),
+        project_name=str(tmp_path / "run"),
+        output_uri=out_uri,
+        s3_endpoint_url=s3_env.endpoint_url,
+        cache_dir=str(tmp_path / "cache"),
+        valid_split="validation",
+        epochs=2,
+        save_total_limit=1,
+        max_samples=16,
+        **FAST,
+    )
     metrics = train(params)
     assert metrics["status"] == "completed" and len(metrics["evaluations"]) == 2
 
@@ -354,8 +375,14 @@ def test_train_from_s3_data_to_s3_outputs_and_reload_as_model(
     # the final model, tokenizer, card, params and metrics, marked complete by the manifest
     remote_manifest = json.loads(client.get_object(Bucket=s3_bucket, Key="runs/first/manifest.json")["Body"].read())
     listed = set(remote_manifest["files"])
-    assert {"model.safetensors", "config.json", "tokenizer_config.json", "README.md", "metrics.json",
-            "training_params.json"} <= listed  # fmt: skip
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer_config.json",
+        "README.md",
+        "metrics.json",
+        "training_params.json",
+    } <= listed
     assert {f"runs/first/{name}" for name in listed} <= set(keys)
     assert not any(name.startswith("checkpoints/") for name in listed)
     remote_metrics = json.loads(client.get_object(Bucket=s3_bucket, Key="runs/first/metrics.json")["Body"].read())
@@ -368,11 +395,20 @@ def test_train_from_s3_data_to_s3_outputs_and_reload_as_model(
     assert not any(".uploading" in k for k in keys)
 
     # a second run starts from the first one's published output
-    second = train(Seq2SeqParams(
-        data_path=f"s3://{s3_bucket}/datasets/keywords/", model=out_uri, project_name=str(tmp_path / "second"),
-        s3_endpoint_url=s3_env.endpoint_url, cache_dir=str(tmp_path / "cache"), valid_split=None, epochs=1,
-        max_samples=16, save_strategy="no", **FAST,
-    ))  # fmt: skip
+    second = train(
+        Seq2SeqParams(
+            data_path=f"s3://{s3_bucket}/datasets/keywords/",
+            model=out_uri,
+            project_name=str(tmp_path / "second"),
+            s3_endpoint_url=s3_env.endpoint_url,
+            cache_dir=str(tmp_path / "cache"),
+            valid_split=None,
+            epochs=1,
+            max_samples=16,
+            save_strategy="no",
+            **FAST,
+        )
+    )
     assert second["status"] == "completed"
     saved = json.loads((tmp_path / "second" / "training_params.json").read_text())
     assert saved["model"] == out_uri and saved["data_path"].startswith("s3://")

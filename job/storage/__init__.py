@@ -24,15 +24,35 @@ name the URI. Throttling, 5xx and dropped connections are retried with backoff b
 the platform may retry the job).
 """
 
+from job.storage.errors import (
+    AccessDenied,
+    BucketNotFound,
+    ChecksumMismatch,
+    CredentialsRejected,
+    IncompleteFolder,
+    ObjectNotFound,
+    StorageError,
+    StorageUserError,
+    UnsafeKey,
+)
 from job.storage.fetch import delete_folder, download_folder, fetch, list_complete_checkpoints, localize
 from job.storage.publish import STAGING, Publisher
-from job.storage.stores import StorageError, configure
+from job.storage.stores import StorageSettings, configure
 from job.storage.uris import Uri, cache_root, is_remote, parse_uri, uri_problem
 
 __all__ = [
     "STAGING",
+    "AccessDenied",
+    "BucketNotFound",
+    "ChecksumMismatch",
+    "CredentialsRejected",
+    "IncompleteFolder",
+    "ObjectNotFound",
     "Publisher",
     "StorageError",
+    "StorageSettings",
+    "StorageUserError",
+    "UnsafeKey",
     "Uri",
     "cache_root",
     "configure",

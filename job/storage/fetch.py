@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -10,19 +9,21 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from job import manifest
-from job.errors import UserError
-from job.storage.stores import FILE_WORKERS, MB, Obj, StorageError, _Location
+from job.jsonfiles import write_atomic
+from job.locks import file_lock
+from job.outputs.files import CHECKPOINT_PATTERN, CHECKPOINTS
+from job.storage.errors import ChecksumMismatch, IncompleteFolder, ObjectNotFound, StorageError, UnsafeKey
+from job.storage.stores import FILE_WORKERS, MB, Obj, _Location
 from job.storage.uris import cache_root, is_remote, parse_uri
 
 log = logging.getLogger("job.storage")
 
-CHECKPOINT = re.compile(r"^(?:checkpoints/)?(checkpoint-(\d+))/")
+CHECKPOINT = re.compile(rf"^(?:{CHECKPOINTS}/)?({CHECKPOINT_PATTERN})/")
 
 
 def localize(value: str, *, cache_dir: str | Path | None, what: str) -> str:
@@ -45,24 +46,8 @@ def fetch(uri: str, *, cache_dir: Path, what: str) -> Path:
     locks, index_file = cache_dir / ".locks", cache_dir / ".index" / f"{digest}.json"
     locks.mkdir(parents=True, exist_ok=True)
     index_file.parent.mkdir(parents=True, exist_ok=True)
-    with _node_lock(locks / f"{digest}.lock", uri):
+    with file_lock(locks / f"{digest}.lock", waiting=f"Waiting for another process on this node to download {uri}"):
         return _Fetch(_Location(uri, what=what), target=target, index_file=index_file).run()
-
-
-@contextlib.contextmanager
-def _node_lock(path: Path, uri: str) -> Iterator[None]:
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=2)
-    except Timeout:
-        log.info("Waiting for another process on this node to download %s", uri)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 class _Fetch:
@@ -110,14 +95,14 @@ class _Fetch:
     def _folder(self, objects: dict[str, Obj]) -> Path:
         loc = self.loc
         if not objects:
-            raise UserError(f"{loc.what} {loc.uri}: no such object or prefix; check the key")
+            raise ObjectNotFound(f"{loc.what} {loc.uri}: no such object or prefix; check the key")
         listed, raw = None, b""
         if manifest.MANIFEST in objects:
             with loc.errors():
                 raw = loc.store.read(loc.key(manifest.MANIFEST))
             listed = _parse_manifest(raw, loc.sub(manifest.MANIFEST))
         elif loc.what == "model":
-            raise UserError(
+            raise IncompleteFolder(
                 f"model {loc.uri} has no manifest.json, so it is not known to be complete (still being "
                 "uploaded, or not written by seq2seq-job); point model at a folder published with "
                 "output_uri, or add a manifest as docs/storage.md shows"
@@ -157,7 +142,7 @@ class _Fetch:
         expected = (listed or {}).get(rel, {}).get("sha256")
         if expected and manifest.sha256(part) != expected:
             part.unlink(missing_ok=True)
-            raise StorageError(f"{self.loc.what} {self.loc.sub(rel)}: checksum differs from its manifest; retry")
+            raise ChecksumMismatch(f"{self.loc.what} {self.loc.sub(rel)}: checksum differs from its manifest; retry")
         os.replace(part, dest)
         with self.lock:
             self.index[rel] = {"etag": obj.etag, "size": obj.size}
@@ -174,7 +159,7 @@ class _Fetch:
         self._save_index()
 
     def _save_index(self) -> None:
-        manifest.write_json_atomic(self.index_file, {"uri": self.loc.uri, "files": self.index})
+        write_atomic(self.index_file, {"uri": self.loc.uri, "files": self.index})
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -190,7 +175,7 @@ def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
         parsed = None
     files = parsed.get("files") if isinstance(parsed, dict) and parsed.get("complete") is True else None
     if not isinstance(files, dict):
-        raise UserError(f"{where} is not a valid manifest (no 'complete'/'files'); publish the folder again")
+        raise IncompleteFolder(f"{where} is not a valid manifest (no 'complete'/'files'); publish the folder again")
     return files
 
 
@@ -198,7 +183,7 @@ def _wanted(objects: dict[str, Obj], listed: dict[str, Any] | None, loc: _Locati
     """The objects to download: those the manifest lists (checked present with their sizes), else all."""
     for rel in objects:
         if rel.startswith("/") or ".." in rel.split("/"):
-            raise UserError(f"{loc.what} {loc.sub(rel)}: unsafe object name; rename it")
+            raise UnsafeKey(f"{loc.what} {loc.sub(rel)}: unsafe object name; rename it")
     if listed is None:
         return objects
     wanted = {}
@@ -206,7 +191,7 @@ def _wanted(objects: dict[str, Obj], listed: dict[str, Any] | None, loc: _Locati
         obj = objects.get(rel)
         if obj is None or obj.size != info.get("size"):
             state = "is missing" if obj is None else f"has {obj.size} bytes, not {info.get('size')}"
-            raise UserError(
+            raise IncompleteFolder(
                 f"{loc.what} {loc.uri}: manifest.json lists {rel} but the remote file {state}; the "
                 "folder is being rewritten or damaged: publish it again"
             )
@@ -249,7 +234,7 @@ def download_folder(uri: str, local_dir: Path) -> Path:
     loc = _Location(uri, what="checkpoint")
     objects = loc.list()
     if manifest.MANIFEST not in objects:
-        raise UserError(
+        raise IncompleteFolder(
             f"{uri} has no manifest.json: it is incomplete (an upload was cut off) or was not "
             "published by seq2seq-job; use a folder that list_complete_checkpoints returns"
         )
@@ -271,7 +256,7 @@ def download_folder(uri: str, local_dir: Path) -> Path:
             loc.store.download(wanted[rel].key, part)
         if manifest.sha256(part) != info.get("sha256"):
             part.unlink(missing_ok=True)
-            raise StorageError(f"{loc.sub(rel)}: checksum differs from its manifest after download; retry")
+            raise ChecksumMismatch(f"{loc.sub(rel)}: checksum differs from its manifest after download; retry")
         os.replace(part, dest)
 
     _parallel(get, [rel for rel in wanted if rel != manifest.MANIFEST])

@@ -11,9 +11,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from job import manifest, ranks
+from job import manifest
+from job.storage.errors import StorageError
 from job.storage.fetch import CHECKPOINT, _parallel
-from job.storage.stores import MB, StorageError, _Location
+from job.storage.stores import MB, _Location
 from job.storage.uris import is_remote
 
 log = logging.getLogger("job.storage")
@@ -30,12 +31,18 @@ class Publisher:
     """
 
     def __init__(
-        self, output_uri: str | None, *, local_root: Path, checkpoints_dir: Path, save_total_limit: int | None
+        self,
+        output_uri: str | None,
+        *,
+        local_root: Path,
+        checkpoints_dir: Path,
+        save_total_limit: int | None,
+        main_process: bool = True,
     ) -> None:
         self.local_root, self.checkpoints_dir, self.save_total_limit = local_root, checkpoints_dir, save_total_limit
         same = output_uri is not None and not is_remote(output_uri) and _same_path(output_uri, local_root)
         self.output_uri = None if output_uri is None or same else output_uri.rstrip("/")
-        self.enabled = self.output_uri is not None and ranks.is_main_process()
+        self.enabled = self.output_uri is not None and main_process
         self._location: _Location | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[tuple[str, Future[None]]] = []
@@ -48,7 +55,7 @@ class Publisher:
             self._location = _Location(self.output_uri, what="output_uri")
         return self._location
 
-    # --- calls from job.export.Outputs ----------------------------------------------------------------------
+    # --- calls from job.outputs.folder.Outputs ----------------------------------------------------------------------
     def begin(self) -> None:
         """Check the destination before training (bucket, credentials) and unmark its final folder."""
         if not self.enabled:

@@ -17,20 +17,41 @@ from pathlib import Path
 from typing import Protocol
 
 from job.errors import UserError, exception_chain, first_line
+from job.storage.errors import (
+    AccessDenied,
+    BucketNotFound,
+    CredentialsRejected,
+    ObjectNotFound,
+    StorageError,
+)
 from job.storage.uris import is_remote, parse_uri
 
 MB = 1024 * 1024
 FILE_WORKERS = 4  # files of one folder uploaded/downloaded at once (each S3 file also goes multipart)
-_settings: dict[str, str | None] = {"s3_endpoint_url": None}
 
 
-class StorageError(RuntimeError):
-    """A transfer that failed after retries (network, throttling, 5xx): not the user's fault, retry the job."""
+@dataclass(frozen=True)
+class StorageSettings:
+    """How to reach object storage: the run context reads these from params and environment (job.context)."""
+
+    s3_endpoint_url: str | None = None  # s3_endpoint_url param > AWS_ENDPOINT_URL_S3 > AWS_ENDPOINT_URL
+    retry_mode: str = "standard"  # AWS_RETRY_MODE: backoff on throttling, 5xx, dropped links
+    max_attempts: int = 8  # AWS_MAX_ATTEMPTS
+    request_checksum_calculation: str | None = None  # AWS_REQUEST_CHECKSUM_CALCULATION (None: by endpoint)
+    response_checksum_validation: str | None = None  # AWS_RESPONSE_CHECKSUM_VALIDATION
+    gcp_project: str | None = None  # GOOGLE_CLOUD_PROJECT
 
 
-def configure(*, s3_endpoint_url: str | None = None) -> None:
-    """Process-wide settings from the params (called once at the start of a job)."""
-    _settings["s3_endpoint_url"] = s3_endpoint_url
+_settings = [StorageSettings()]
+
+
+def configure(settings: StorageSettings) -> None:
+    """Process-wide storage settings (set once by the run context, before any transfer)."""
+    _settings[0] = settings
+
+
+def settings() -> StorageSettings:
+    return _settings[0]
 
 
 @dataclass(frozen=True)
@@ -61,28 +82,23 @@ class _S3Store:
         from botocore.config import Config
 
         self.bucket = bucket
-        custom = (
-            _settings["s3_endpoint_url"] or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        )
+        conf = settings()
         # boto3 >= 1.36 adds CRC checksums to every upload; several S3-compatible stores (older MinIO, Ceph, R2)
         # reject them, so with a custom endpoint they are sent only where the API requires them.
-        checksums = "when_required" if custom else "when_supported"
+        checksums = "when_required" if conf.s3_endpoint_url else "when_supported"
         config = Config(
-            request_checksum_calculation=os.environ.get("AWS_REQUEST_CHECKSUM_CALCULATION", checksums),
-            response_checksum_validation=os.environ.get("AWS_RESPONSE_CHECKSUM_VALIDATION", checksums),
-            retries={
-                "mode": os.environ.get("AWS_RETRY_MODE", "standard"),  # backoff on throttling, 5xx, dropped links
-                "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8")),
-            },
+            request_checksum_calculation=conf.request_checksum_calculation or checksums,
+            response_checksum_validation=conf.response_checksum_validation or checksums,
+            retries={"mode": conf.retry_mode, "max_attempts": conf.max_attempts},
             connect_timeout=10,
             read_timeout=120,
             max_pool_connections=FILE_WORKERS * 10,
             user_agent_extra="seq2seq-job",
         )
-        # endpoint_url=None lets botocore apply AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / its config files.
+        # endpoint_url=None: AWS itself, or what botocore's own config files say.
         logging.getLogger("botocore.credentials").setLevel(logging.WARNING)  # "Found credentials in ..." per client
         session = boto3.session.Session()  # clients from the default session are not safe to create in threads
-        self.client = session.client("s3", endpoint_url=_settings["s3_endpoint_url"], config=config)
+        self.client = session.client("s3", endpoint_url=conf.s3_endpoint_url, config=config)
         self.endpoint = self.client.meta.endpoint_url
         # 16 MB parts, 8 in flight per file: a 1 GB safetensors file moves as 64 parts, 8 at a time.
         self.transfer = TransferConfig(multipart_threshold=16 * MB, multipart_chunksize=16 * MB, max_concurrency=8)
@@ -137,7 +153,7 @@ class _GCSStore:
     def __init__(self, bucket: str) -> None:
         from google.cloud import storage  # the optional [gcs] extra
 
-        self.client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
+        self.client = storage.Client(project=settings().gcp_project)
         self.bucket = self.client.bucket(bucket)
         self.endpoint = "https://storage.googleapis.com"
 
@@ -261,7 +277,7 @@ class _Location:
 
     def _endpoint(self) -> str:
         store = getattr(self, "store", None)
-        return str(getattr(store, "endpoint", None) or _settings["s3_endpoint_url"] or "the default endpoint")
+        return str(getattr(store, "endpoint", None) or settings().s3_endpoint_url or "the default endpoint")
 
 
 def _s3_code(exc: Exception) -> str:
@@ -292,25 +308,25 @@ def _translate(exc: Exception, *, uri: str, what: str, endpoint: str) -> Excepti
         if isinstance(err, ClientError):  # botocore also raises modeled subclasses (NoSuchBucket, ...)
             code = _s3_code(err)  # type: ignore[arg-type]
             if code == "NoSuchBucket":
-                return UserError(
+                return BucketNotFound(
                     f"{where}: the bucket does not exist at {endpoint}; check the bucket name and "
                     "the endpoint/region it lives in"
                 )
             if code in ("NoSuchKey", "404", "NotFound"):
-                return UserError(f"{where}: no such object or prefix; check the key")
+                return ObjectNotFound(f"{where}: no such object or prefix; check the key")
             if code in _CREDENTIALS:
-                return UserError(
+                return CredentialsRejected(
                     f"{where}: the S3 credentials were rejected ({code}); check AWS_ACCESS_KEY_ID/"
                     "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the job's IAM role"
                 )
             if code in _DENIED:
-                return UserError(
+                return AccessDenied(
                     f"{where}: access denied; grant the job's credentials s3:ListBucket and "
                     "s3:GetObject (and s3:PutObject, s3:DeleteObject for output_uri)"
                 )
             return StorageError(f"{where}: S3 request failed after retries ({code}: {first_line(err, 300)})")
         if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
-            return UserError(
+            return CredentialsRejected(
                 f"{where}: no usable AWS credentials ({first_line(err, 300)}); set AWS_ACCESS_KEY_ID/"
                 "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an IAM role"
             )
@@ -322,14 +338,14 @@ def _translate(exc: Exception, *, uri: str, what: str, endpoint: str) -> Excepti
         if name == "NoRegionError":
             return UserError(f"{where}: no AWS region configured; set AWS_DEFAULT_REGION (or AWS_REGION)")
         if name == "DefaultCredentialsError":
-            return UserError(
+            return CredentialsRejected(
                 f"{where}: no Google credentials; set GOOGLE_APPLICATION_CREDENTIALS or run with a "
                 "service account (gcloud auth application-default login locally)"
             )
         if name == "NotFound" and type(err).__module__.startswith("google"):
-            return UserError(f"{where}: bucket or object not found ({first_line(err, 300)}); check the URI")
+            return ObjectNotFound(f"{where}: bucket or object not found ({first_line(err, 300)}); check the URI")
         if name in ("Forbidden", "Unauthorized") and type(err).__module__.startswith("google"):
-            return UserError(
+            return AccessDenied(
                 f"{where}: access denied ({first_line(err, 300)}); grant the service account "
                 "storage.objects.get/list (and create/delete for output_uri)"
             )

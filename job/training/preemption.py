@@ -8,8 +8,8 @@ scheduler, RNG and data position are consistent:
 1. every rank agrees to stop (an all-reduce of the flag when torch.distributed is up, so no rank waits in a
    collective that the others skipped),
 2. the Trainer saves a checkpoint (our ``OnCheckpoint`` marks it complete and hands it to the uploader),
-3. training stops; ``job.train`` waits for the uploads in flight and raises :class:`Preempted`,
-4. ``job.cli`` turns that into exit code 143 (``EXIT_PREEMPTED``), which the platform retries; the retry
+3. training stops; ``job.pipeline`` waits for the uploads in flight and raises :class:`Preempted`,
+4. ``job.exits`` turns that into exit code 143 (``EXIT_PREEMPTED``), which the platform retries; the retry
    resumes from that checkpoint (``job.resume``).
 
 A second signal of the same kind means "now": SIGINT raises KeyboardInterrupt, SIGTERM kills the process.
@@ -28,10 +28,10 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from job.errors import EXIT_PREEMPTED, Preempted
+from job.training.collectives import any_rank
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,9 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     # Logging here is safe: the handler runs in the main thread between bytecodes and logging's lock is an RLock.
     log.warning(
         "Received %s: saving a checkpoint at the next step boundary, then exiting with code %d",
-        signal.Signals(signum).name, EXIT_PREEMPTED,
-    )  # fmt: skip
+        signal.Signals(signum).name,
+        EXIT_PREEMPTED,
+    )
 
 
 @contextmanager
@@ -98,19 +99,6 @@ def handle_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def agree(local: bool, device: torch.device | str = "cpu") -> bool:
-    """True if any rank has ``local`` set (all-reduce MAX); just ``local`` without torch.distributed."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local
-    # NCCL reduces CUDA tensors only; gloo (CPU, DeepSpeed on CPU) reduces CPU tensors.
-    where = device if dist.get_backend() == "nccl" else "cpu"
-    flag = torch.tensor([1 if local else 0], dtype=torch.int32, device=where)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
-
-
 class StopOnSignal(TrainerCallback):
     """At the first step boundary after a signal: save a checkpoint and stop training, on every rank together.
 
@@ -123,13 +111,14 @@ class StopOnSignal(TrainerCallback):
         self.stopping = False
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        if self.stopping or not agree(self.is_requested(), args.device):
+        if self.stopping or not any_rank(self.is_requested(), args.device):
             return
         self.stopping = True
         _flag.stopped_at = state.global_step
         if state.is_world_process_zero:
-            log.warning("Stopping at step %d/%d: saving checkpoint-%d", state.global_step, state.max_steps,
-                        state.global_step)  # fmt: skip
+            log.warning(
+                "Stopping at step %d/%d: saving checkpoint-%d", state.global_step, state.max_steps, state.global_step
+            )
         control.should_save = True  # even with save_strategy=no: the checkpoint is what lets the retry resume
         control.should_evaluate = False  # the grace period is for saving, not for a (possibly long) evaluation
         control.should_training_stop = True
@@ -147,28 +136,6 @@ class StopOnSignal(TrainerCallback):
         # best one — here, the checkpoint just saved for the retry — and would then load the best model, which
         # wastes grace time. The saved trainer_state.json keeps the real best checkpoint for the resumed run.
         state.best_model_checkpoint = None
-
-
-class EpochSeededLengthGrouping(TrainerCallback):
-    """Draw each epoch's length-grouped batch order from ``seed + epoch``, so a resumed run sees the same order.
-
-    transformers' LengthGroupedSampler (``group_by_length``) has no ``set_epoch`` and shuffles with the global
-    RNG when its iterator is created, so after a resume in epoch 2+ it drew a different order than the run it
-    continues (measured: eval_loss 2.2100 instead of 2.2254; with this, identical). The RandomSampler path is
-    already seeded per epoch by accelerate.
-    """
-
-    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
-        loader = kw.get("train_dataloader")
-        batches = getattr(loader, "batch_sampler", None)
-        for sampler in (getattr(loader, "sampler", None), getattr(batches, "sampler", None),
-                        getattr(getattr(batches, "batch_sampler", None), "sampler", None)):  # fmt: skip
-            if isinstance(sampler, LengthGroupedSampler):
-                # state.epoch is the epoch about to run (a fraction when resuming mid-epoch: int() is its index).
-                sampler.generator = torch.Generator().manual_seed(args.seed + int(state.epoch or 0))
-                return
 
 
 def raise_if_stopped(*, wait: Callable[[], None] | None = None) -> None:

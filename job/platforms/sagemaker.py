@@ -27,8 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from job.errors import UserError
+from job.jsonfiles import read_object
 
 log = logging.getLogger(__name__)
+
+ROOT_ENV = "OPT_ML_ROOT"  # moves /opt/ml, for tests and unusual setups
+DEFAULT_ROOT = Path("/opt/ml")
+DEFAULT_CHECKPOINTS = DEFAULT_ROOT / "checkpoints"  # synced from checkpoint_s3_uri by SageMaker
 
 # Channel names understood as the training and validation data (SageMaker's examples use both spellings).
 TRAIN_CHANNELS = ("train", "training")
@@ -38,9 +43,19 @@ DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")  # job.data.DATA
 RESERVED_PREFIXES = ("sagemaker_", "_")
 
 
+def root(env: Mapping[str, str], sm_root: Path | None = None) -> Path:
+    """The SageMaker ``/opt/ml`` folder (``OPT_ML_ROOT`` moves it)."""
+    return Path(sm_root or env.get(ROOT_ENV) or DEFAULT_ROOT)
+
+
+def is_sagemaker(root: Path) -> bool:
+    config = root / "input" / "config"
+    return (config / "resourceconfig.json").is_file() or (config / "hyperparameters.json").is_file()
+
+
 def read_resource_config(path: Path) -> dict[str, Any]:
     """SageMaker's resourceconfig.json, checked: ``hosts`` (non-empty list) and ``current_host`` (one of them)."""
-    data = _read_json(path)
+    data = read_object(path)
     hosts, current = data.get("hosts"), data.get("current_host")
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) and h for h in hosts):
         raise UserError(f"{path}: 'hosts' must be a non-empty list of host names, got {hosts!r}")
@@ -60,7 +75,7 @@ def read_hyperparameters(path: Path) -> dict[str, Any]:
     """
     if not path.is_file():
         return {}
-    data = _read_json(path)
+    data = read_object(path)
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key.startswith(RESERVED_PREFIXES):
@@ -84,7 +99,7 @@ def channels(root: Path) -> dict[str, Path]:
     config = root / "input" / "config" / "inputdataconfig.json"
     if config.is_file():
         found: dict[str, Path] = {}
-        for name, spec in _read_json(config).items():
+        for name, spec in read_object(config).items():
             mode = spec.get("TrainingInputMode", "File") if isinstance(spec, dict) else "File"
             if mode == "Pipe":
                 raise UserError(f"SageMaker channel {name!r} uses Pipe mode; this job reads files: use File/FastFile")
@@ -121,8 +136,13 @@ def channel_data_path(channels: Mapping[str, Path], *, work_dir: Path | None = N
 def _data_files(folder: Path) -> list[Path]:
     if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
         return []  # a save_to_disk folder: pass the folder
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in DATA_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))  # fmt: skip
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in DATA_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def _channel_file(folder: Path, split: str) -> Path:
@@ -160,7 +180,7 @@ def _link_folder(links: Mapping[str, Path], *, work_dir: Path | None) -> Path:
 def checkpoint_dir(config: Path, root: Path) -> str:
     """checkpointconfig.json's LocalPath when checkpoint_s3_uri is set, else /opt/ml/checkpoints."""
     if config.is_file():
-        local = _read_json(config).get("LocalPath")
+        local = read_object(config).get("LocalPath")
         if isinstance(local, str) and local:
             return local
     return str(root / "checkpoints")
@@ -169,15 +189,3 @@ def checkpoint_dir(config: Path, root: Path) -> str:
 def tensorboard_dir(root: Path) -> str:
     """Where SageMaker's TensorBoardOutputConfig picks up event files (its default LocalPath)."""
     return str(root / "output" / "tensorboard")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a JSON object, got a JSON {type(data).__name__}")
-    return data

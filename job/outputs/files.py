@@ -1,0 +1,42 @@
+"""The names of the files and folders a run writes: the one home for each (project folder layout below).
+
+::
+
+    project_name/
+      model.safetensors, config.json, generation_config.json, tokenizer files   (or adapter_* with --peft)
+      merged/             with --peft --merge-adapter: the base model with the adapter merged in
+      checkpoints/        Trainer checkpoints (checkpoint-N), each with its own manifest.json
+      logs/               TensorBoard events (with --log tensorboard)
+      metrics.json        rewritten after every evaluation, final at the end (job.outputs.report)
+      training_params.json  every resolved parameter, secrets redacted
+      README.md           model card
+      manifest.json       written last: the folder is complete
+"""
+
+from __future__ import annotations
+
+import re
+
+METRICS = "metrics.json"
+PARAMS = "training_params.json"
+CARD = "README.md"
+MERGED = "merged"
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+TRAINER_STATE = "trainer_state.json"  # written by the Trainer into each checkpoint
+TRAINING_ARGS = "training_args.bin"  # the Trainer's pickled arguments: not portable, removed from the final folder
+NOT_IN_MANIFEST = (CHECKPOINTS, LOGS)  # checkpoints carry their own manifests; logs keep growing
+
+CHECKPOINT_PATTERN = r"checkpoint-(\d+)"
+CHECKPOINT = re.compile(rf"^{CHECKPOINT_PATTERN}$")
+
+
+def checkpoint_name(step: int) -> str:
+    """The Trainer's name for the checkpoint saved at ``step``."""
+    return f"checkpoint-{step}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step in a ``checkpoint-N`` name, else None."""
+    match = CHECKPOINT.match(name)
+    return int(match.group(1)) if match else None

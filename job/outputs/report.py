@@ -1,0 +1,127 @@
+"""``metrics.json``: its whole shape in one place, built by :func:`build_report`.
+
+::
+
+    {
+      "status": "running" | "completed",
+      <final figures>            train_loss, train_runtime, train_samples_per_second, train_tokens_per_second,
+                                 global_step, eval_* of the final evaluation, peak_host_memory_mb (…gpu…)
+      "evaluations": [ {"step", "epoch", "eval_loss", "eval_rougeL", …}, … ]   every evaluation, in order
+      "resumed_from_step": 0,    train_* figures cover only the steps after it
+      "data": {"splits": …, "tokens": …},   rows read/dropped/kept and token-length statistics per split
+      "effective_batch_size": 16,
+      "distributed": {"world_size", "nnodes", "effective_batch_size", "strategy", ["deepspeed"]},
+      "versions": {"python", "torch", "transformers", …},
+      "hardware": {"platform", "cpu_count", "world_size", "device", ["gpus"]}
+    }
+"""
+
+from __future__ import annotations
+
+import os
+import platform as host
+import resource
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+PACKAGES = ("torch", "transformers", "datasets", "peft", "accelerate", "tokenizers", "bitsandbytes", "deepspeed")
+
+
+@dataclass
+class RunFacts:
+    """What a run knows about itself besides its scores; filled in as the run learns it."""
+
+    resumed_from_step: int = 0
+    data: dict[str, Any] | None = None
+    effective_batch_size: int | None = None
+    distributed: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {"resumed_from_step": self.resumed_from_step}
+        for name in ("data", "effective_batch_size", "distributed"):
+            if getattr(self, name) is not None:
+                facts[name] = getattr(self, name)
+        return facts
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Versions and hardware, for metrics.json."""
+
+    world_size: int = 1
+    device: str = "cpu"
+    gpus: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        versions = {"python": sys.version.split()[0]}
+        for name in PACKAGES:
+            try:
+                versions[name] = version(name)
+            except PackageNotFoundError:
+                continue
+        hardware: dict[str, Any] = {
+            "platform": host.platform(),
+            "cpu_count": os.cpu_count(),
+            "world_size": self.world_size,
+            "device": self.device,
+        }
+        if self.gpus:
+            hardware["gpus"] = list(self.gpus)
+        return {"versions": versions, "hardware": hardware}
+
+
+def build_report(
+    *, status: str, final: dict[str, Any], evaluations: list[dict[str, Any]], facts: RunFacts, machine: Machine
+) -> dict[str, Any]:
+    """The content of metrics.json (see the module doc for its shape)."""
+    return {"status": status, **final, "evaluations": list(evaluations), **facts.as_dict(), **machine.as_dict()}
+
+
+def distributed_facts(
+    *, world_size: int, nnodes: int, effective_batch_size: int, deepspeed: str | None, zero_stage: int | None
+) -> dict[str, Any]:
+    """The distributed setup of this run: processes, nodes, the batch per optimizer step, DDP or DeepSpeed."""
+    info: dict[str, Any] = {
+        "world_size": world_size,
+        "nnodes": nnodes,
+        "effective_batch_size": effective_batch_size,
+        "strategy": "deepspeed" if deepspeed else "ddp" if world_size > 1 else "single process",
+    }
+    if deepspeed:
+        info["deepspeed"] = {"config": deepspeed, "zero_stage": zero_stage}
+    return info
+
+
+def final_figures(
+    train_metrics: dict[str, Any],
+    *,
+    global_step: int,
+    epochs_run: float,
+    resumed_from_step: int,
+    train_tokens_per_epoch: int,
+) -> dict[str, Any]:
+    """The final training figures: the Trainer's train_* metrics, tokens/s and the global step.
+
+    Every row is seen once per epoch, so tokens processed = tokens per epoch × epochs run by this process (a
+    resumed run counts only the steps after its checkpoint).
+    """
+    out = dict(train_metrics)
+    epochs = epochs_run * (1 - resumed_from_step / max(global_step, 1))
+    runtime = out.get("train_runtime") or 0.0
+    if runtime > 0:
+        out["train_tokens_per_second"] = round(train_tokens_per_epoch * epochs / runtime, 2)
+    out["global_step"] = global_step
+    return out
+
+
+def peak_memory(*, cuda: bool) -> dict[str, float]:
+    """Peak resident host memory of this process, and peak allocated GPU memory on CUDA."""
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    out = {"peak_host_memory_mb": round(rss_mb, 1)}
+    if cuda:
+        import torch
+
+        out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out

@@ -1,0 +1,75 @@
+"""Seq2SeqTrainingArguments from the params: steps, logging, evaluation, checkpoints, generation, precision."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+from transformers import Seq2SeqTrainingArguments
+
+from job.params import Seq2SeqParams
+from job.preprocess import LENGTH
+from job.training.deepspeed import training_args_overrides
+
+
+def steps_per_epoch(params: Seq2SeqParams, train_rows: int, world_size: int) -> int:
+    """Optimizer steps per epoch: rows / (per-device batch × accumulation × processes)."""
+    return max(1, math.ceil(train_rows / params.effective_batch_size(world_size)))
+
+
+def auto_logging_steps(params: Seq2SeqParams, train_rows: int, world_size: int) -> int:
+    """About 25 log lines per run, at least every step and at most every 500 steps."""
+    if params.logging_steps > 0:
+        return params.logging_steps
+    total = math.ceil(steps_per_epoch(params, train_rows, world_size) * params.epochs)
+    return max(1, min(500, total // 25))
+
+
+def build_training_args(
+    params: Seq2SeqParams, *, train_rows: int, has_eval: bool, world_size: int = 1
+) -> Seq2SeqTrainingArguments:
+    """The Trainer's arguments: ours where we have a parameter, the Trainer's defaults elsewhere."""
+    evaluates = has_eval and params.evaluates
+    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    metric = "eval_" + params.metric_for_best_model
+    return Seq2SeqTrainingArguments(
+        output_dir=str(params.resolved_checkpoint_dir),
+        learning_rate=params.lr,
+        num_train_epochs=params.epochs,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.eval_batch_size or params.batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation,
+        optim=params.optimizer,
+        lr_scheduler_type=params.scheduler,
+        warmup_steps=params.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        seed=params.seed,
+        bf16=params.mixed_precision == "bf16",
+        fp16=params.mixed_precision == "fp16",
+        auto_find_batch_size=params.auto_find_batch_size,
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
+        length_column_name=LENGTH,
+        logging_strategy="steps",
+        logging_steps=auto_logging_steps(params, train_rows, world_size),
+        logging_first_step=True,
+        eval_strategy=params.eval_strategy if evaluates else "no",
+        eval_steps=params.eval_steps,
+        save_strategy=params.resolved_save_strategy,
+        save_steps=params.save_steps or params.eval_steps,
+        save_total_limit=params.save_total_limit,
+        load_best_model_at_end=evaluates and params.load_best_model_at_end,
+        metric_for_best_model=metric if evaluates else None,
+        greater_is_better=params.metric_for_best_model != "loss",
+        predict_with_generate=True,
+        generation_max_length=params.resolved_generation_max_length,
+        generation_num_beams=params.num_beams,
+        report_to=[params.log] if params.log != "none" else "none",
+        run_name=params.project_name,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # Progress bars are for terminals; in a cloud log viewer ProgressLog writes one plain line per log step.
+        disable_tqdm=not sys.stderr.isatty(),
+        # DeepSpeed config; use_cpu for gloo on CPU (job.training.deepspeed)
+        **training_args_overrides(params, world_size=world_size, on_cpu=on_cpu),
+    )

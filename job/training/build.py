@@ -1,0 +1,98 @@
+"""The Seq2SeqTrainer of a run: arguments, collator, callbacks, loss and metrics put together."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from transformers import (
+    DataCollatorForSeq2Seq,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PrinterCallback,
+    Seq2SeqTrainer,
+    TrainerCallback,
+)
+
+from job.context import ProcessInfo
+from job.metrics import build_compute_metrics
+from job.params import Seq2SeqParams
+from job.preprocess import TokenizedData
+from job.training.args import build_training_args, steps_per_epoch
+from job.training.callbacks import ProgressLog, hide_tied_keys_warning
+from job.training.deepspeed import patch_cpu_deepspeed_state
+from job.training.loss import token_mean_loss
+from job.training.preemption import StopOnSignal
+from job.training.sampling import EpochSeededLengthGrouping
+
+log = logging.getLogger(__name__)
+
+
+def build_collator(tokenizer: Any, model: PreTrainedModel, params: Seq2SeqParams) -> DataCollatorForSeq2Seq:
+    """Pad each batch to its own longest row (never to the max length); labels padded with -100."""
+    return DataCollatorForSeq2Seq(
+        tokenizer,
+        model=model,
+        label_pad_token_id=-100,
+        # Tensor cores want multiples of 8 under fp16/bf16.
+        pad_to_multiple_of=8 if params.mixed_precision else None,
+    )
+
+
+def build_trainer(
+    *,
+    params: Seq2SeqParams,
+    model: PreTrainedModel,
+    tokenizer: Any,
+    data: TokenizedData,
+    callbacks: list[TrainerCallback] | None = None,
+    process: ProcessInfo | None = None,
+) -> Seq2SeqTrainer:
+    """The Seq2SeqTrainer for these params and data; ``callbacks`` come first, then ours."""
+    process = process or ProcessInfo()
+    args = build_training_args(
+        params, train_rows=len(data.train), has_eval=data.valid is not None, world_size=process.world_size
+    )
+    patch_cpu_deepspeed_state(args, local_rank=process.local_rank)  # DeepSpeed on CPU: count every process
+    all_callbacks = list(callbacks or [])
+    if args.eval_strategy != "no" and params.early_stopping_patience > 0:
+        all_callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=params.early_stopping_patience,
+                early_stopping_threshold=params.early_stopping_threshold,
+            )
+        )
+    elif params.early_stopping_patience > 0:
+        log.info("Early stopping is off: it needs evaluation (valid_split and eval_strategy != no)")
+    if data.valid is None:
+        log.info("No valid_split: training without evaluation; metrics.json will hold training figures only")
+    elif args.eval_strategy == "no":
+        log.info("eval_strategy=no: the validation split is evaluated once, after training")
+    log.info(
+        "Effective batch size %d = %d per device × %d accumulation × %d processes; %d steps per epoch",
+        params.effective_batch_size(process.world_size),
+        params.batch_size,
+        params.gradient_accumulation,
+        process.world_size,
+        steps_per_epoch(params, len(data.train), process.world_size),
+    )
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        data_collator=build_collator(tokenizer, model, params),
+        train_dataset=data.train,
+        eval_dataset=data.valid,
+        processing_class=tokenizer,
+        compute_metrics=build_compute_metrics(tokenizer),
+        compute_loss_func=token_mean_loss,  # exact loss under DDP and gradient accumulation (job.training.loss)
+        # StopOnSignal: save + stop on SIGTERM; EpochSeededLengthGrouping: a resumed run sees the same batches
+        callbacks=[*all_callbacks, ProgressLog(), StopOnSignal(), EpochSeededLengthGrouping()],
+    )
+    hide_tied_keys_warning(model)
+    if args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # ProgressLog already prints each log step as one line
+    for callback in trainer.callback_handler.callbacks:
+        # TensorBoard events go to project_name/logs unless TENSORBOARD_LOGGING_DIR says otherwise (e.g. Vertex).
+        if type(callback).__name__ == "TensorBoardCallback" and getattr(callback, "logging_dir", 1) is None:
+            callback.logging_dir = str(params.output_dir / "logs")
+    return trainer
