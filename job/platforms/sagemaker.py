@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from job.data.formats import DATA_EXTENSIONS as DATA_SUFFIXES
 from job.errors import UserError
 from job.jsonfiles import read_object
 
@@ -38,7 +39,6 @@ DEFAULT_CHECKPOINTS = DEFAULT_ROOT / "checkpoints"  # synced from checkpoint_s3_
 # Channel names understood as the training and validation data (SageMaker's examples use both spellings).
 TRAIN_CHANNELS = ("train", "training")
 VALID_CHANNELS = ("validation", "valid", "val", "eval", "evaluation")
-DATA_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")  # job.data.DATA_EXTENSIONS, without its imports
 # Keys that the SageMaker SDK and automatic model tuning add to hyperparameters.json; they are not job params.
 RESERVED_PREFIXES = ("sagemaker_", "_")
 
