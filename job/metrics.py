@@ -308,14 +308,20 @@ def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
     return 100 * hits / len(predictions)
 
 
-def _sacrebleu(metric: str, predictions: Sequence[str], references: Sequence[str], tokenizer: str) -> float:
-    if metric == "bleu":
-        # effective_order: a corpus without any 4-gram (one-word answers, titles) scores by the orders it has
-        # instead of 0; identical to sacrebleu's corpus default whenever every order occurs.
-        scorer: Any = sacrebleu.BLEU(tokenize=tokenizer, effective_order=True)
-    else:
-        scorer = sacrebleu.CHRF(word_order=2 if metric == "chrfpp" else 0)
-    return float(scorer.corpus_score(list(predictions), [list(references)]).score)
+def bleu(predictions: Sequence[str], references: Sequence[str], *, tokenizer: str = "13a") -> float:
+    """sacrebleu corpus BLEU (0–100) with one reference per prediction and a sacrebleu tokenizer name."""
+    _check_pairs(predictions, references)
+    # effective_order: a corpus without any 4-gram (one-word answers, titles) scores by the orders it has
+    # instead of 0; identical to sacrebleu's corpus default whenever every order occurs.
+    scorer = sacrebleu.BLEU(tokenize=tokenizer, effective_order=True)
+    return float(scorer.corpus_score(list(predictions), [list(references)]).score) if predictions else 0.0
+
+
+def chrf(predictions: Sequence[str], references: Sequence[str], *, word_order: int = 0) -> float:
+    """sacrebleu corpus chrF (0–100): character 6-grams, β = 2; ``word_order=2`` is chrF++ (plus word bigrams)."""
+    _check_pairs(predictions, references)
+    scorer = sacrebleu.CHRF(word_order=word_order)
+    return float(scorer.corpus_score(list(predictions), [list(references)]).score) if predictions else 0.0
 
 
 def score(
@@ -344,8 +350,10 @@ def score(
             result.update(rouge(predictions, references, use_stemmer=stem))
         elif metric == "exact_match":
             result[metric] = exact_match(predictions, references)
+        elif metric == "bleu":
+            result[metric] = bleu(predictions, references, tokenizer=bleu_tokenizer(target_lang, references))
         else:
-            result[metric] = _sacrebleu(metric, predictions, references, bleu_tokenizer(target_lang, references))
+            result[metric] = chrf(predictions, references, word_order=2 if metric == "chrfpp" else 0)
     return {name: round(value, 4) for name, value in result.items()}
 
 
