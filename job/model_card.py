@@ -165,7 +165,7 @@ def _last_train_loss(train_losses: Sequence[Mapping[str, Any]]) -> str:
     if not train_losses:
         return ""
     last = train_losses[-1]
-    return f"\n\nLast logged training loss: {_fmt(last.get('loss'))} at step {_fmt(last.get('step'))}."
+    return f"\n\nLast logged training loss: {_fmt(last.get('loss'), 'loss')} at step {_fmt(last.get('step'))}."
 
 
 def _split_final(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
@@ -209,12 +209,12 @@ def metric_columns(evaluations: Sequence[Mapping[str, Any]]) -> list[str]:
 def _evaluation(final: Mapping[str, float], evaluations: Sequence[Mapping[str, Any]], image: str | None) -> str:
     parts = ["## Evaluation"]
     if final:
-        rows = [(name, _fmt(value), _direction(name)) for name, value in final.items()]
+        rows = [(name, _fmt(value, name), _direction(name)) for name, value in final.items()]
         parts.append("### Final\n\n" + _table(("metric", "value", "better"), rows))
     if evaluations:
         columns = metric_columns(evaluations)
         rows = [
-            (_fmt(e.get("step")), _fmt(e.get("epoch")), *(_fmt(e.get(f"eval_{c}")) for c in columns))
+            (_fmt(e.get("step")), _fmt(e.get("epoch"), "epoch"), *(_fmt(e.get(f"eval_{c}"), c) for c in columns))
             for e in evaluations
         ]
         parts.append(f"### History ({len(evaluations)} evaluations)\n\n" + _table(("step", "epoch", *columns), rows))
@@ -236,14 +236,17 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, column: str | None = None) -> str:
+    """A cell: losses with 4 decimals, metrics (0–100) and epochs with 2, anything else as short as exact."""
     if value is None:
         return "–"
-    if isinstance(value, bool) or not isinstance(value, float):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     if value != value:  # NaN
         return "–"
-    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.4g}"  # 5e-05 stays 5e-05
+    if column is None:
+        return f"{value:.6g}"  # lr 5e-05, batch 8, ratio 0.1
+    return f"{value:.4f}" if column.endswith(LOSS) else f"{value:.2f}"
 
 
 def plot_curves(
@@ -276,11 +279,12 @@ def plot_curves(
     metric_axes.set(title="Evaluation metrics", xlabel="step", ylabel="score (0–100)")
     if not columns:
         metric_axes.text(0.5, 0.5, "no evaluation metrics", ha="center", va="center", transform=metric_axes.transAxes)
-    for axes in (loss_axes, metric_axes):
+    # Losses fall and metrics rise: those corners are where the curves usually are not.
+    for axes, corner in ((loss_axes, "upper right"), (metric_axes, "lower right")):
         axes.grid(alpha=0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps
         if axes.lines:
-            axes.legend(fontsize="small")
+            axes.legend(fontsize="small", loc=corner)
     figure.savefig(path, format="png")
     return figure
 

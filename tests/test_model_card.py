@@ -136,21 +136,21 @@ def test_card_has_one_history_row_per_evaluation_in_order() -> None:
     header = card.split("### History (5 evaluations)", 1)[1].split("\n\n", 2)[1].splitlines()[0]
     columns = [c.strip() for c in header.strip("|").split("|")]
     assert columns == ["step", "epoch", "loss", "rouge1", "rougeL", "chrf", "gen_len"]  # no runtime/throughput
-    assert rows[0] == ["10", "0.5", "3.00", "30.00", "24.00", "33.00", "11.50"]
+    assert rows[0] == ["10", "0.50", "3.0000", "30.00", "24.00", "33.00", "11.50"]
     assert rows[-1][3] == "70.00"
 
 
 def test_card_final_metrics_curves_and_settings() -> None:
     card = _card()
     final = {row[0]: row[1:] for row in _table_rows(card, "### Final")}
-    assert final["rougeL"] == ["60.00", "higher"] and final["loss"] == ["0.6", "lower"]
+    assert final["rougeL"] == ["60.00", "higher"] and final["loss"] == ["0.6000", "lower"]
     assert "runtime" not in final and "train_runtime" not in final
     assert "![Loss and metrics by step](training_curves.png)" in card
     settings = dict(row[:2] for row in _table_rows(card, "## Generation settings"))
-    assert settings == {"max_new_tokens": "8", "num_beams": "2", "length_penalty": "1.00", "no_repeat_ngram_size": "3"}
+    assert settings == {"max_new_tokens": "8", "num_beams": "2", "length_penalty": "1", "no_repeat_ngram_size": "3"}
     training = dict(row[:2] for row in _table_rows(card, "## Training"))
-    assert training["lr"] == "5e-05" and training["train_runtime"] == "12.50"
-    assert "Last logged training loss: 0.08163 at step 49." in card
+    assert training["lr"] == "5e-05" and training["train_runtime"] == "12.5"
+    assert "Last logged training loss: 0.0816 at step 49." in card
     assert "runs/news-summarizer" not in card.split("\n# ", 1)[1].split("\n", 1)[0]  # title: the folder name
 
 
