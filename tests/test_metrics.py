@@ -436,3 +436,15 @@ def test_compute_metrics_default_is_every_metric_and_handles_gathered_padding() 
 def test_compute_metrics_rejects_unknown_metrics_at_build_time() -> None:
     with pytest.raises(ValueError, match="unknown metrics 'bertscore'"):
         build_compute_metrics(_Tok(), metrics=["bertscore"])
+
+
+def test_every_metric_and_tokenizer_runs_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a metric tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    for lang in ("en", "zh", "ja", "ar", "ko"):  # 13a, zh, char, intl tokenizers
+        assert score([PERFECT[lang]], [PERFECT[lang]], metrics=METRICS, target_lang=lang)["bleu"] == 100.0
