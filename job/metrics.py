@@ -1,33 +1,261 @@
-"""ROUGE-1/2/L/Lsum (×100) and generation length, computed locally with ``rouge-score``.
+"""Evaluation metrics for every seq2seq task, computed locally: ROUGE, BLEU, chrF, chrF++, exact match, gen_len.
 
-No ``evaluate.load("rouge")`` (downloads a script from the Hub) and no nltk ``punkt`` data (downloads too):
-both fail on air-gapped clusters. ROUGE-Lsum needs one sentence per line; :func:`split_sentences` does that
-with a regular expression instead of nltk.
+Nothing here downloads anything: no ``evaluate.load`` (fetches a script from the Hub), no nltk ``punkt`` data, no
+sacrebleu ``spm``/``flores`` tokenizers, no MeCab dictionaries. Air-gapped clusters get the same numbers.
+
+Metrics (the names a job asks for → the names they produce, all 0–100, greater is better):
+
+- ``rouge`` → ``rouge1 rouge2 rougeL rougeLsum``: mean F1 over pairs, ``rouge_score`` with :class:`UnicodeTokenizer`
+- ``bleu`` → ``bleu``: sacrebleu corpus BLEU with the tokenizer :func:`bleu_tokenizer` picks
+- ``chrf`` → ``chrf``: sacrebleu corpus chrF (character 6-grams, β = 2)
+- ``chrfpp`` → ``chrfpp``: sacrebleu corpus chrF++ (chrF plus word uni- and bigrams)
+- ``exact_match`` → ``exact_match``: % of pairs equal after :func:`normalize_answer`
+
+``build_compute_metrics`` adds ``gen_len`` (mean generated tokens) and, through the Trainer, ``loss``.
+
+ROUGE tokenization. ``rouge_score``'s default tokenizer keeps only ``[a-z0-9]``, so Cyrillic, Greek, Arabic, CJK…
+text scores 0 even against itself. :class:`UnicodeTokenizer` keeps Unicode letters, combining marks and digits
+(NFKC, lowercased), gives one token per character in scripts written without spaces between words
+(:data:`CHAR_SCRIPTS`: Han, kana, Thai, Lao, Khmer, Myanmar…) and is token-for-token identical to ``rouge_score``'s
+default on ASCII text. Hangul is tokenized by words: Korean puts spaces between words (eojeol).
+
+BLEU tokenization follows the target language (:func:`bleu_tokenizer`): ``zh`` for Chinese, ``char`` for Japanese,
+Thai, Lao, Khmer and Myanmar (``ja-mecab`` needs MeCab and a dictionary), ``intl`` for scripts with their own
+punctuation (Arabic, Hebrew, Indic, Ethiopic, Armenian, Georgian…), ``13a`` (sacrebleu's default) otherwise.
 """
 
 from __future__ import annotations
 
-import re
+import unicodedata
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from rouge_score import rouge_scorer
+import regex
+import sacrebleu
+from nltk.stem import porter
+from rouge_score import rouge_scorer, tokenizers
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+METRICS = ("rouge", "bleu", "chrf", "chrfpp", "exact_match")
+"""Metric names a job may ask for; each produces the names in :data:`PRODUCES`."""
+PRODUCES: dict[str, tuple[str, ...]] = {
+    "rouge": ROUGE_TYPES,
+    "bleu": ("bleu",),
+    "chrf": ("chrf",),
+    "chrfpp": ("chrfpp",),
+    "exact_match": ("exact_match",),
+}
+GEN_LEN = "gen_len"
+LOSS = "loss"
 
-# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) and whitespace, unless the word before
-# the dot is a short abbreviation or an initial ("e.g.", "Dr.", "U.S.").
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
-_ABBREVIATION = re.compile(r"(?:\b[A-Za-z]\.|\b(?:Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|vs|etc|e\.g|i\.e|No|Inc|Ltd|Co))\.?$")
+# Per-task defaults: the metrics people report for the task that need no downloads. All are cheap (1,000
+# summary-length pairs: ~3 s for all five on one CPU core, ROUGE about half of it, bench/metrics_speed.py); the
+# others are left out as noise for that task (exact match of a summary is ~0, nobody compares ROUGE of translations).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "translation": ("bleu", "chrf", "chrfpp"),
+    "summarization": ("rouge", "chrf"),
+    "question_answering": ("exact_match", "rouge", "chrf"),  # rouge1 F1 ≈ SQuAD's token F1
+    "paraphrase": ("bleu", "chrf", "rouge"),
+    "code": ("exact_match", "bleu", "chrf"),  # SQL / code generation; chrF tracks human judgement better than BLEU
+    "grammar_correction": ("exact_match", "chrf", "bleu"),  # no ERRANT/M2 offline
+    "title": ("rouge", "chrf", "exact_match"),
+}
+
+
+def default_metrics(task: str | None = None) -> tuple[str, ...]:
+    """The metrics computed for ``task`` (a key of :data:`TASK_METRICS`); no task: all of :data:`METRICS`."""
+    if task is None:
+        return METRICS
+    if task not in TASK_METRICS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_METRICS)}")
+    return TASK_METRICS[task]
+
+
+def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+    """``metrics`` without duplicates, in order; ValueError naming every unknown one and the allowed names."""
+    if isinstance(metrics, str):
+        raise ValueError(f"metrics must be a list of names, got the string {metrics!r}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        hint = " (chrF++ is called chrfpp)" if any(m.lower() == "chrf++" for m in unknown) else ""
+        raise ValueError(f"unknown metrics {', '.join(map(repr, unknown))}{hint}; allowed: {', '.join(METRICS)}")
+    return tuple(dict.fromkeys(metrics))
+
+
+def metric_names(metrics: Sequence[str]) -> tuple[str, ...]:
+    """The result names :func:`score` returns for ``metrics`` (``compute_metrics`` adds ``gen_len``)."""
+    return tuple(name for metric in check_metrics(metrics) for name in PRODUCES[metric])
+
+
+def best_metric_names() -> tuple[str, ...]:
+    """Every name ``metric_for_best_model`` may take: ``loss`` and every name a metric produces.
+
+    ``gen_len`` is not one: longer (or shorter) outputs are not a better model.
+    """
+    return (LOSS, *metric_names(METRICS))
+
+
+def greater_is_better(name: str) -> bool:
+    """Direction of a best-model metric (``eval_`` prefix allowed): only ``loss`` is better lower."""
+    bare = name.removeprefix("eval_")
+    if bare not in best_metric_names():
+        raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(best_metric_names())}")
+    return bare != LOSS
+
+
+# --- Scripts and languages --------------------------------------------------------------------------------------
+
+CHAR_SCRIPTS = (
+    "Han", "Hiragana", "Katakana", "Bopomofo", "Yi", "Thai", "Lao", "Khmer", "Myanmar",
+    "Tai_Le", "New_Tai_Lue", "Tai_Tham", "Tai_Viet", "Javanese", "Balinese",
+)  # fmt: skip
+"""Scripts written without spaces between words: ROUGE counts one token per character (plus its marks)."""
+
+# Script_Extensions, so that the prolonged-sound mark ー and 〆 count as kana/Han; letters and digits only.
+_CHAR = "[" + "".join(rf"\p{{scx={s}}}" for s in CHAR_SCRIPTS) + "]"
+_TOKEN = regex.compile(rf"(?=[\p{{L}}\p{{N}}]){_CHAR}\p{{M}}*|(?:(?!{_CHAR})[\p{{L}}\p{{M}}\p{{N}}])+")
+
+
+class UnicodeTokenizer(tokenizers.Tokenizer):
+    """``rouge_score``'s tokenizer for every script (pass it as ``RougeScorer(tokenizer=...)``).
+
+    NFKC, ``str.lower`` (as rouge_score), then tokens are runs of letters, combining marks and digits; in
+    :data:`CHAR_SCRIPTS` each character with its marks is a token. Anything else separates tokens. On ASCII text
+    this is exactly rouge_score's ``[a-z0-9]+`` tokenization. The Porter stemmer (English) stems only ASCII tokens
+    longer than 3 characters, as rouge_score does; words of other scripts are left as they are.
+    """
+
+    def __init__(self, use_stemmer: bool = False) -> None:
+        self._stemmer = porter.PorterStemmer() if use_stemmer else None
+        self._stems: dict[str, str] = {}  # stemming dominates ROUGE's run time; the vocabulary repeats
+
+    def _stem(self, token: str) -> str:
+        if self._stemmer is None or len(token) <= 3 or not token.isascii():
+            return token
+        stem = self._stems.get(token)
+        if stem is None:
+            stem = self._stems[token] = self._stemmer.stem(token)
+        return stem
+
+    def tokenize(self, text: str) -> list[str]:
+        text = unicodedata.normalize("NFKC", text).lower()
+        return [self._stem(token) for token in _TOKEN.findall(text)]
+
+
+# The script of the languages whose script decides the BLEU tokenizer; any other language (or none) is
+# recognised from the references' letters (:func:`dominant_script`). ISO 639-1 and 639-2/3 codes.
+_LANGUAGES_BY_SCRIPT = {
+    "Han": "zh zho chi cmn yue wuu lzh",
+    "Japanese": "ja jpn",
+    "Hangul": "ko kor",
+    "Thai": "th tha",
+    "Lao": "lo lao",
+    "Khmer": "km khm",
+    "Myanmar": "my mya bur",
+    "Greek": "el ell gre",
+    "Cyrillic": "ru rus uk ukr bg bul be bel mk mkd kk kaz",
+    # Arabic, Persian, Urdu, Pashto, Hebrew, Yiddish, Indic, Sinhala, Ethiopic, Armenian, Georgian, Tibetan, Thaana,
+    # Sindhi, Uyghur: scripts with punctuation of their own, which 13a leaves glued to the words.
+    "Other": "ar ara arb arz ary fa fas per pes ur urd ps pus pbt he heb yi yid hi hin mr mar ne nep npi bn ben gu "
+    "guj pa pan ta tam te tel kn kan ml mal si sin or ori ory as asm am amh ti tir hy hye arm ka kat geo bo bod dv "
+    "div sd snd ug uig",
+}
+_LANGUAGE_SCRIPT = {code: script for script, codes in _LANGUAGES_BY_SCRIPT.items() for code in codes.split()}
+# ISO 15924 subtags, as in zho_Hans (NLLB), zh-Hant-TW (BCP 47), srp_Cyrl.
+_SCRIPT_SUBTAG = {
+    "hans": "Han", "hant": "Han", "hani": "Han", "jpan": "Japanese", "hira": "Japanese", "kana": "Japanese",
+    "kore": "Hangul", "hang": "Hangul", "thai": "Thai", "laoo": "Lao", "khmr": "Khmer", "mymr": "Myanmar",
+    "latn": "Latin", "cyrl": "Cyrillic", "grek": "Greek", "arab": "Other", "hebr": "Other", "deva": "Other",
+    "beng": "Other", "guru": "Other", "gujr": "Other", "taml": "Other", "telu": "Other", "knda": "Other",
+    "mlym": "Other", "sinh": "Other", "orya": "Other", "ethi": "Other", "armn": "Other", "geor": "Other",
+    "tibt": "Other", "thaa": "Other",
+}  # fmt: skip
+SCRIPT_TOKENIZER = {
+    "Han": "zh", "Japanese": "char", "Thai": "char", "Lao": "char", "Khmer": "char", "Myanmar": "char",
+    "Latin": "13a", "Cyrillic": "13a", "Greek": "13a", "Hangul": "13a", "Other": "intl",
+}  # fmt: skip
+"""sacrebleu tokenizer for each script group (BLEU only; chrF needs no tokenizer)."""
+
+_SCRIPT_RUN = regex.compile(
+    r"(?P<Han>\p{Han}+)|(?P<Kana>[\p{Hiragana}\p{Katakana}]+)|(?P<Hangul>\p{Hangul}+)|(?P<Thai>\p{Thai}+)"
+    r"|(?P<Lao>\p{Lao}+)|(?P<Khmer>\p{Khmer}+)|(?P<Myanmar>\p{Myanmar}+)|(?P<Latin>\p{Latin}+)"
+    r"|(?P<Cyrillic>\p{Cyrillic}+)|(?P<Greek>\p{Greek}+)|(?P<Other>\p{L}+)"
+)
+
+
+def language_subtags(code: str) -> tuple[str, str | None]:
+    """(language, script group or None) of a code: ``de_DE``, ``ja_XX`` (mBART), ``zho_Hans`` (NLLB),
+    ``>>fra<<`` (Marian), ``__de__`` (M2M100), ``zh-Hant-TW`` (BCP 47) → ``de``, ``ja``, ``zho``, ``fra``…"""
+    parts = [p for p in regex.split(r"[-_]", code.strip().strip("<>").lower()) if p]
+    if not parts:
+        return "", None
+    script = next((_SCRIPT_SUBTAG[p] for p in parts[1:] if p in _SCRIPT_SUBTAG), None)
+    return parts[0], script
+
+
+def dominant_script(texts: Sequence[str], *, max_chars: int = 200_000) -> str | None:
+    """The script group with the most letters in ``texts`` (the first ``max_chars`` characters), None if no letter.
+
+    Japanese mixes kana and Han: any text whose kana are at least 5% of its Han + kana letters is Japanese.
+    """
+    counts: Counter[str] = Counter()
+    seen = 0
+    for text in texts:
+        for match in _SCRIPT_RUN.finditer(text):
+            counts[match.lastgroup or "Other"] += len(match.group())
+        seen += len(text)
+        if seen >= max_chars:
+            break
+    if not counts:
+        return None
+    cjk = counts.pop("Han", 0) + counts.get("Kana", 0)
+    if cjk:
+        counts["Japanese" if counts.get("Kana", 0) >= 0.05 * cjk else "Han"] = cjk
+    counts.pop("Kana", None)
+    return counts.most_common(1)[0][0]
+
+
+def bleu_tokenizer(target_lang: str | None = None, references: Sequence[str] = ()) -> str:
+    """sacrebleu tokenizer for BLEU: from the target language if it is one we know, else from the references' script.
+
+    ``zh`` → ``zh``; ``ja``, ``th``, ``lo``, ``km``, ``my`` → ``char``; Arabic, Persian, Urdu, Hebrew, Hindi and the
+    other Indic languages, Amharic, Armenian, Georgian, Tibetan… → ``intl``; Latin, Cyrillic, Greek and Korean
+    (``ko-mecab`` needs MeCab) → ``13a``. No language and no letters → ``13a``.
+    """
+    script = None
+    if target_lang:
+        language, script = language_subtags(target_lang)
+        script = script or _LANGUAGE_SCRIPT.get(language)
+    if script is None:
+        script = dominant_script(references)
+    return SCRIPT_TOKENIZER.get(script or "Latin", "13a")
+
+
+def _is_english(target_lang: str | None) -> bool:
+    return target_lang is None or language_subtags(target_lang)[0] in ("en", "eng")
+
+
+# --- Sentences for ROUGE-Lsum ----------------------------------------------------------------------------------
+
+# A sentence ends at . ! ? … (or ; ։ ። ။ ؟ ۔ । ॥ of Greek, Armenian, Ethiopic, Myanmar, Arabic, Urdu, Devanagari),
+# optionally followed by closing quotes/brackets, then whitespace, when the next word starts with a capital, a
+# digit or a letter of a caseless script; or right after 。！？ (Chinese and Japanese use no spaces).
+# Group 1 (a branch reset: both branches number it 1) is the closing quotes, which stay with their sentence.
+_SENTENCE_END = regex.compile(
+    r"(?|(?<=[.!?…\u037e։።။؟۔।॥])([\"'”’»)\]]*)\s+(?=[\"'“‘«„(\[¿¡]?[\p{Lu}\p{Lt}\p{Lo}\p{N}])"
+    r"|(?<=[。！？])([」』”’）)\]]*)\s*)"
+)
+_ABBREVIATION = regex.compile(r"(?:\b[A-Za-z]\.|\b(?:Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|vs|etc|e\.g|i\.e|No|Inc|Ltd|Co))\.?$")
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split text into sentences without nltk data (good enough for ROUGE-Lsum on English-like text)."""
+    """Split text into sentences without nltk data, for ROUGE-Lsum (one sentence per line)."""
     pieces: list[str] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
-        candidate = text[start : match.start()].strip()
+        candidate = text[start : match.end(1)].strip()
         if _ABBREVIATION.search(candidate):
             continue
         if candidate:
@@ -39,24 +267,108 @@ def split_sentences(text: str) -> list[str]:
     return pieces
 
 
+# --- Metrics ---------------------------------------------------------------------------------------------------
+
+
 def rouge(predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool = True) -> dict[str, float]:
-    """Mean ROUGE F-measures ×100 over the pairs, as transformers' summarization example reports them."""
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    """Mean ROUGE-1/2/L/Lsum F-measures ×100 over the pairs (as transformers' summarization example reports)."""
+    _check_pairs(predictions, references)
     if not predictions:
-        return {name: 0.0 for name in ROUGE_TYPES}
-    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
+        return dict.fromkeys(ROUGE_TYPES, 0.0)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=UnicodeTokenizer(use_stemmer))
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for pred, ref in zip(predictions, references, strict=True):
-        # rougeLsum treats newlines as sentence boundaries.
+        # rougeLsum takes newlines as sentence boundaries.
         scores = scorer.score("\n".join(split_sentences(ref)), "\n".join(split_sentences(pred)))
         for name in ROUGE_TYPES:
             totals[name] += scores[name].fmeasure
-    return {name: round(100 * total / len(predictions), 4) for name, total in totals.items()}
+    return {name: 100 * total / len(predictions) for name, total in totals.items()}
 
 
-def build_compute_metrics(tokenizer: Any) -> Callable[[Any], dict[str, float]]:
-    """A ``compute_metrics`` for Seq2SeqTrainer with ``predict_with_generate=True``."""
+# Stripped from both ends of an answer: sentence-final marks and quotes of many scripts (NFKC has already turned
+# … into ... and fullwidth ！？ into ASCII). Brackets, dashes, symbols ($ % ° + …) and anything inside stay.
+_EDGE_PUNCTUATION = ".,;:!?\"'«»“”„‘’‚‹›「」『』。、，；：！？¿¡؟،؛۔।॥։።"
+_WHITESPACE = regex.compile(r"\s+")
+
+
+def normalize_answer(text: str) -> str:
+    """Exact-match normal form: NFKC, casefold, whitespace runs → one space, quotes and final marks off the ends."""
+    text = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold())
+    return text.strip(" " + _EDGE_PUNCTUATION).strip()
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Percentage (0–100) of predictions equal to their reference after :func:`normalize_answer`."""
+    _check_pairs(predictions, references)
+    if not predictions:
+        return 0.0
+    hits = sum(normalize_answer(p) == normalize_answer(r) for p, r in zip(predictions, references, strict=True))
+    return 100 * hits / len(predictions)
+
+
+def bleu(predictions: Sequence[str], references: Sequence[str], *, tokenizer: str = "13a") -> float:
+    """sacrebleu corpus BLEU (0–100) with one reference per prediction and a sacrebleu tokenizer name."""
+    _check_pairs(predictions, references)
+    # effective_order: a corpus without any 4-gram (one-word answers, titles) scores by the orders it has
+    # instead of 0; identical to sacrebleu's corpus default whenever every order occurs.
+    scorer = sacrebleu.BLEU(tokenize=tokenizer, effective_order=True)
+    return float(scorer.corpus_score(list(predictions), [list(references)]).score) if predictions else 0.0
+
+
+def chrf(predictions: Sequence[str], references: Sequence[str], *, word_order: int = 0) -> float:
+    """sacrebleu corpus chrF (0–100): character 6-grams, β = 2; ``word_order=2`` is chrF++ (plus word bigrams)."""
+    _check_pairs(predictions, references)
+    scorer = sacrebleu.CHRF(word_order=word_order)
+    return float(scorer.corpus_score(list(predictions), [list(references)]).score) if predictions else 0.0
+
+
+def score(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    *,
+    metrics: Sequence[str],
+    target_lang: str | None = None,
+    use_stemmer: bool | None = None,
+) -> dict[str, float]:
+    """The :func:`metric_names` of ``metrics`` for these pairs, each 0–100 and rounded to 4 decimals.
+
+    ``target_lang`` (any code: ``de``, ``zh_CN``, ``ja_XX``, ``zho_Hans``, ``>>fra<<``) picks the BLEU tokenizer
+    (:func:`bleu_tokenizer`; without it, the references' script does) and whether ROUGE uses the Porter stemmer
+    (``use_stemmer=None``: when it is English or not given). BLEU and chrF are corpus-level, as sacrebleu
+    computes them; ROUGE and exact match are means over the pairs. No pairs: every value is 0.
+    """
+    chosen = check_metrics(metrics)
+    _check_pairs(predictions, references)
+    result: dict[str, float] = {}
+    for metric in chosen:
+        if not predictions:
+            result.update(dict.fromkeys(PRODUCES[metric], 0.0))
+        elif metric == "rouge":
+            stem = _is_english(target_lang) if use_stemmer is None else use_stemmer
+            result.update(rouge(predictions, references, use_stemmer=stem))
+        elif metric == "exact_match":
+            result[metric] = exact_match(predictions, references)
+        elif metric == "bleu":
+            result[metric] = bleu(predictions, references, tokenizer=bleu_tokenizer(target_lang, references))
+        else:
+            result[metric] = chrf(predictions, references, word_order=2 if metric == "chrfpp" else 0)
+    return {name: round(value, 4) for name, value in result.items()}
+
+
+def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+
+
+def build_compute_metrics(
+    tokenizer: Any, *, metrics: Sequence[str] | None = None, target_lang: str | None = None
+) -> Callable[[Any], dict[str, float]]:
+    """A ``compute_metrics`` for Seq2SeqTrainer with ``predict_with_generate=True``.
+
+    Returns :func:`score`'s names for ``metrics`` (default: all of :data:`METRICS`) plus ``gen_len``, the mean
+    number of non-pad tokens generated.
+    """
+    chosen = default_metrics() if metrics is None else check_metrics(metrics)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
@@ -68,8 +380,8 @@ def build_compute_metrics(tokenizer: Any) -> Callable[[Any], dict[str, float]]:
         labels = np.where(labels < 0, pad_id, labels)
         decoded_preds = [p.strip() for p in tokenizer.batch_decode(preds, skip_special_tokens=True)]
         decoded_labels = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        result: dict[str, float] = rouge(decoded_preds, decoded_labels)
-        result["gen_len"] = round(float(np.mean(np.count_nonzero(preds != pad_id, axis=1))), 4)
+        result = score(decoded_preds, decoded_labels, metrics=chosen, target_lang=target_lang)
+        result[GEN_LEN] = round(float(np.mean(np.count_nonzero(preds != pad_id, axis=1))), 4)
         return result
 
     return compute_metrics
