@@ -140,9 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from job.cli import normalise_argv
 
     job_argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
-    if not job_argv or job_argv[0] != "train" or "--dry-run" in job_argv:
-        _exec([sys.executable, "-m", "job", *job_argv], clean_env(os.environ))  # validate, predict: 1 process
     env = environment()
+    if not job_argv or job_argv[0] != "train" or "--dry-run" in job_argv:
+        _exec([sys.executable, "-m", "job", *job_argv], clean_env(env))  # validate, predict: 1 process
     return exits.run(lambda: _launch(job_argv, env), name="launch", env=env)
 
 
@@ -153,7 +153,7 @@ def _launch(job_argv: list[str], env: Mapping[str, str]) -> int:
     command = build_command(job_argv, nproc_per_node=nproc, topology=topology, needs_launcher=bool(params.deepspeed))
     log.info("%s", describe(command=command, nproc_per_node=nproc, topology=topology, gpus=gpus, params=params))
     threads = None if gpus else _threads_per_process(nproc)
-    workers = clean_env(os.environ, extra=worker_env(info, env), cpu_threads=threads)
+    workers = clean_env(env, extra=worker_env(info, env), cpu_threads=threads)
     if topology.multi_node:
         _wait_for_master(topology)
     if command[1:3] == ["-m", "job"]:
