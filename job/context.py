@@ -1,7 +1,7 @@
 """The run context: the machine and the platform, read once, frozen, and passed to whatever needs them.
 
-:func:`environment` is the job's one read of ``os.environ`` (a frozen snapshot; :mod:`job.launch`, which
-must set the workers' environment, is the only other module that touches it). :func:`read_context` turns that
+:func:`environment` is the job's one read of ``os.environ`` (a frozen snapshot; :mod:`job.launch` builds the
+workers' environment from it). :func:`read_context` turns that
 snapshot into a :class:`RunContext`: the platform and its folders, this process's place in the job, the
 storage settings and the secret values to mask. :func:`apply_process_env` makes the few writes the libraries
 need before they are imported. Downstream modules take these values as arguments.
