@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from job.errors import UserError
+from job.outputs.files import CHECKPOINTS
 from job.param_choices import BEST_METRICS, Optimizer, Scheduler, Strategy
 from job.param_names import REDACTED, SECRET_FIELDS, format_validation_error, reject_unknown
 from job.storage.uris import uri_problem
@@ -321,7 +322,7 @@ class Seq2SeqParams(BaseSettings):
     @property
     def resolved_checkpoint_dir(self) -> Path:
         """checkpoint_dir, or project_name/checkpoints when it is unset."""
-        return Path(self.checkpoint_dir) if self.checkpoint_dir else self.output_dir / "checkpoints"
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else self.output_dir / CHECKPOINTS
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token else None

@@ -20,7 +20,6 @@ skips the batches it had already seen, so a resumed run ends at the same step as
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -93,19 +92,18 @@ def plan(params: Seq2SeqParams, *, main_process: bool = True, kept_dirs: tuple[P
 
 def checkpoint_folder_step(folder: str) -> int:
     """The global step a checkpoint folder was saved at (trainer_state.json, else its checkpoint-N name)."""
-    try:
-        return int(json.loads((Path(folder) / TRAINER_STATE).read_text(encoding="utf-8"))["global_step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return checkpoint_step(Path(folder).name) or 0
+    step = read_object_or_empty(Path(folder) / TRAINER_STATE).get("global_step")
+    if isinstance(step, int) and not isinstance(step, bool):
+        return step
+    return checkpoint_step(Path(folder).name) or 0
 
 
 def previous_evaluations(checkpoint: str | None) -> list[dict[str, Any]]:
     """The evaluations a resumed run already did (from the checkpoint's log history), as metrics.json lists them."""
     if not checkpoint:
         return []
-    try:
-        history = json.loads((Path(checkpoint) / TRAINER_STATE).read_text(encoding="utf-8"))["log_history"]
-    except (OSError, ValueError, KeyError, TypeError):
+    history = read_object_or_empty(Path(checkpoint) / TRAINER_STATE).get("log_history")
+    if not isinstance(history, list):
         return []
     evaluations = []
     for entry in history:

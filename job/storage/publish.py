@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -12,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from job import manifest
+from job.jsonfiles import read_object_or_empty
+from job.outputs.files import CHECKPOINTS, TRAINER_STATE
 from job.storage.errors import StorageError
 from job.storage.fetch import CHECKPOINT, _parallel
 from job.storage.stores import MB, _Location
@@ -150,7 +151,7 @@ class Publisher:
         return staging
 
     def _upload_checkpoint(self, snapshot: Path) -> None:
-        rel = f"checkpoints/{snapshot.name}"
+        rel = f"{CHECKPOINTS}/{snapshot.name}"
         started = time.monotonic()
         try:
             count, size = self._upload_folder(snapshot, rel)
@@ -202,11 +203,11 @@ class Publisher:
         loc = self.location
         folders: dict[str, set[str]] = {}
         complete: list[tuple[int, str]] = []
-        for rel in loc.list("checkpoints"):
+        for rel in loc.list(CHECKPOINTS):
             match = CHECKPOINT.match(rel)
             if match:
                 folders.setdefault(match.group(1), set()).add(rel)
-                if rel == f"checkpoints/{match.group(1)}/{manifest.MANIFEST}":
+                if rel == f"{CHECKPOINTS}/{match.group(1)}/{manifest.MANIFEST}":
                     complete.append((int(match.group(2)), match.group(1)))
         newest_n = int(newest.rsplit("-", 1)[1])
         keep = {name for _, name in sorted(complete)[-self.save_total_limit :]} | {newest, best}
@@ -214,19 +215,15 @@ class Publisher:
         doomed = [name for name in folders if name not in keep and int(name.rsplit("-", 1)[1]) < newest_n]
         for name in sorted(doomed, key=lambda n: int(n.rsplit("-", 1)[1])):
             keys = sorted(folders[name], key=lambda k: not k.endswith(manifest.MANIFEST))  # manifest first
-            with loc.errors(loc.sub(f"checkpoints/{name}")):
+            with loc.errors(loc.sub(f"{CHECKPOINTS}/{name}")):
                 loc.store.delete([loc.key(keys[0])])
                 loc.store.delete([loc.key(k) for k in keys[1:]])
-            log.info("Deleted remote %s (save_total_limit=%d)", loc.sub(f"checkpoints/{name}"), self.save_total_limit)
+            log.info("Deleted remote %s (save_total_limit=%d)", loc.sub(f"{CHECKPOINTS}/{name}"), self.save_total_limit)
 
 
 def _best_checkpoint(checkpoint: Path) -> str | None:
     """The folder name of the best checkpoint so far, as the Trainer records it (load_best_model_at_end)."""
-    try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    best = state.get("best_model_checkpoint") if isinstance(state, dict) else None
+    best = read_object_or_empty(checkpoint / TRAINER_STATE).get("best_model_checkpoint")
     return Path(best).name if isinstance(best, str) and best else None
 
 
