@@ -94,6 +94,7 @@ class StatusServer:
         self.refuse = refuse
         self.delay_s = delay_s
         self.requests: list[Received] = []
+        self.dropped = 0  # answers the client was no longer there for
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -140,11 +141,15 @@ class StatusServer:
 
             def _answer(self, code: int, body: Any) -> None:
                 data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up first (its timeout): count it, as a real server would log it
+                    with server._lock:
+                        server.dropped += 1
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass

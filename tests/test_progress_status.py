@@ -201,9 +201,9 @@ def test_status_bodies_stay_within_the_crd_limits() -> None:
 
 
 def test_a_hanging_endpoint_never_blocks_the_caller(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    server = StatusServer(tmp_path, tokens={"token-1"}, delay_s=3.0).start()
+    server = StatusServer(tmp_path, tokens={"token-1"}, delay_s=1.5).start()
     (tmp_path / "token").write_text("token-1")
-    reporter = StatusReporter(StatusEndpoint(server.url, server.ca_file, tmp_path / "token"), timeout_s=0.5)
+    reporter = StatusReporter(StatusEndpoint(server.url, server.ca_file, tmp_path / "token"), timeout_s=0.3)
     with caplog.at_level(logging.WARNING, logger="job.progress_status"):
         started = time.monotonic()
         for percent in range(5):
@@ -214,4 +214,6 @@ def test_a_hanging_endpoint_never_blocks_the_caller(tmp_path: Path, caplog: pyte
     warnings = [r for r in caplog.records if r.name == "job.progress_status"]
     assert reporter.failed >= 1 and reporter.sent == 0 and len(warnings) == 1
     assert "TimeoutError" in caplog.text or "timed out" in caplog.text
+    time.sleep(1.7)  # the server's answers, after the client gave up
+    assert server.dropped >= 1
     server.stop()
