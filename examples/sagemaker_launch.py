@@ -7,6 +7,7 @@
         --train s3://my-bucket/data/train.csv --validation s3://my-bucket/data/validation.csv \\
         --output s3://my-bucket/seq2seq/ --instance-type ml.g5.2xlarge --instance-count 1
     python examples/sagemaker_launch.py ... --print     # show the Estimator arguments, start nothing
+    python examples/sagemaker_launch.py ... --tune --max-jobs 12 --max-parallel-jobs 2   # automatic model tuning
 
 What SageMaker does with it (docs/platforms.md has the whole contract):
 
@@ -19,6 +20,12 @@ What SageMaker does with it (docs/platforms.md has the whole contract):
 * a bad parameter or data file makes the job exit 2 with a one-line reason in ``/opt/ml/output/failure``,
   shown as the training job's FailureReason.
 
+* the objective: after every evaluation, and for the final model last, the job logs a line
+  ``objective: eval_loss=0.4523 epoch=3 step=75`` (job/tuning.py); ``metric_definitions`` below is the regex
+  that reads it, so the console charts it and a tuning job (``--tune``) optimizes it. ``--objective-metric``
+  must be the job's metric_for_best_model as ``eval_<name>`` (default eval_loss); SageMaker adds the
+  ``_tuning_objective_metric`` hyperparameter, which the job ignores.
+
 Secrets (HF_TOKEN) go in ``environment``, not hyperparameters: hyperparameters are visible in the console and
 DescribeTrainingJob.
 """
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from typing import Any
 
 # Job parameters (Seq2SeqParams field names). Any value type works: SageMaker turns each into a string.
@@ -43,6 +51,21 @@ HYPERPARAMETERS: dict[str, Any] = {
     "save_strategy": "epoch",
     "save_total_limit": 2,
 }
+
+
+# The line job/tuning.py logs after each evaluation (the value as Python writes a float: 0.4523, 1e-05).
+OBJECTIVE_REGEX = r"objective: {name}=([-+0-9.eE]+)"
+# Searched by --tune (SageMaker SDK ranges; the static HYPERPARAMETERS of the same names are left out).
+TUNING_RANGES: dict[str, dict[str, Any]] = {
+    "lr": {"type": "continuous", "min": 1e-5, "max": 1e-3, "scaling": "Logarithmic"},
+    "batch_size": {"type": "categorical", "values": [8, 16, 32]},
+    "warmup_ratio": {"type": "continuous", "min": 0.0, "max": 0.1, "scaling": "Linear"},
+}
+
+
+def metric_definitions(objective: str) -> list[dict[str, str]]:
+    """SageMaker's regex for the objective line (its first group is the value)."""
+    return [{"Name": objective, "Regex": OBJECTIVE_REGEX.format(name=re.escape(objective))}]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +88,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="Override or add a job parameter, e.g. -p epochs=5 (repeatable).",
     )
+    parser.add_argument(
+        "--objective-metric",
+        default="eval_loss",
+        help="eval_<metric_for_best_model>: charted, and optimized with --tune.",
+    )
+    parser.add_argument("--tune", action="store_true", help="Run an automatic model tuning job over TUNING_RANGES.")
+    parser.add_argument("--max-jobs", type=int, default=12, help="--tune: training jobs in all.")
+    parser.add_argument("--max-parallel-jobs", type=int, default=2, help="--tune: training jobs at a time.")
     parser.add_argument("--print", action="store_true", help="Print the Estimator arguments and exit.")
     return parser.parse_args(argv)
 
@@ -95,12 +126,40 @@ def estimator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "use_spot_instances": spot,
         "max_run": max_run,
         "environment": {},
+        "metric_definitions": metric_definitions(args.objective_metric),
     }
     if spot:
         kwargs["max_wait"] = max(int(args.max_wait_hours * 3600), max_run)  # SageMaker requires max_wait >= max_run
     if os.environ.get("HF_TOKEN"):
         kwargs["environment"]["HF_TOKEN"] = os.environ["HF_TOKEN"]
     return kwargs
+
+
+def tuner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Arguments of ``sagemaker.tuner.HyperparameterTuner`` (plain data; main() makes the SDK's range objects)."""
+    return {
+        "objective_metric_name": args.objective_metric,
+        "objective_type": "Minimize" if args.objective_metric.endswith("loss") else "Maximize",
+        "metric_definitions": metric_definitions(args.objective_metric),
+        "hyperparameter_ranges": dict(TUNING_RANGES),
+        "strategy": "Bayesian",
+        "max_jobs": args.max_jobs,
+        "max_parallel_jobs": args.max_parallel_jobs,
+        "base_tuning_job_name": "seq2seq-tune",
+    }
+
+
+def _sdk_ranges(ranges: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
+
+    out: dict[str, Any] = {}
+    for name, spec in ranges.items():
+        if spec["type"] == "categorical":
+            out[name] = CategoricalParameter(spec["values"])
+        else:
+            kind = ContinuousParameter if spec["type"] == "continuous" else IntegerParameter
+            out[name] = kind(spec["min"], spec["max"], scaling_type=spec.get("scaling", "Auto"))
+    return out
 
 
 def channels(args: argparse.Namespace) -> dict[str, str]:
@@ -115,13 +174,24 @@ def main(argv: list[str] | None = None) -> None:
     kwargs = estimator_kwargs(args)
     if args.print:
         shown = {**kwargs, "environment": {k: ("***" if "TOKEN" in k else v) for k, v in kwargs["environment"].items()}}
-        print(json.dumps({"estimator": shown, "inputs": channels(args)}, indent=2))
+        tuner = tuner_kwargs(args) if args.tune else None
+        print(json.dumps({"estimator": shown, "inputs": channels(args), "tuner": tuner}, indent=2))
         return
     try:
         from sagemaker.estimator import Estimator
     except ImportError:
         raise SystemExit("this example needs the SageMaker Python SDK v2: pip install 'sagemaker>=2.200,<3'") from None
     estimator = Estimator(**kwargs)
+    if args.tune:
+        from sagemaker.tuner import HyperparameterTuner
+
+        tuning = tuner_kwargs(args)
+        tuner = HyperparameterTuner(
+            estimator, hyperparameter_ranges=_sdk_ranges(tuning.pop("hyperparameter_ranges")), **tuning
+        )
+        tuner.fit(channels(args), wait=False)
+        print(f"started tuning job {tuner.latest_tuning_job.name}")
+        return
     estimator.fit(channels(args), wait=False)
     print(f"started training job {estimator.latest_training_job.name}")
 

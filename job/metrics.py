@@ -108,9 +108,22 @@ def greater_is_better(name: str) -> bool:
 # --- Scripts and languages --------------------------------------------------------------------------------------
 
 CHAR_SCRIPTS = (
-    "Han", "Hiragana", "Katakana", "Bopomofo", "Yi", "Thai", "Lao", "Khmer", "Myanmar",
-    "Tai_Le", "New_Tai_Lue", "Tai_Tham", "Tai_Viet", "Javanese", "Balinese",
-)  # fmt: skip
+    "Han",
+    "Hiragana",
+    "Katakana",
+    "Bopomofo",
+    "Yi",
+    "Thai",
+    "Lao",
+    "Khmer",
+    "Myanmar",
+    "Tai_Le",
+    "New_Tai_Lue",
+    "Tai_Tham",
+    "Tai_Viet",
+    "Javanese",
+    "Balinese",
+)
 """Scripts written without spaces between words: ROUGE counts one token per character (plus its marks)."""
 
 # Script_Extensions, so that the prolonged-sound mark ー and 〆 count as kana/Han; letters and digits only.
@@ -165,17 +178,52 @@ _LANGUAGES_BY_SCRIPT = {
 _LANGUAGE_SCRIPT = {code: script for script, codes in _LANGUAGES_BY_SCRIPT.items() for code in codes.split()}
 # ISO 15924 subtags, as in zho_Hans (NLLB), zh-Hant-TW (BCP 47), srp_Cyrl.
 _SCRIPT_SUBTAG = {
-    "hans": "Han", "hant": "Han", "hani": "Han", "jpan": "Japanese", "hira": "Japanese", "kana": "Japanese",
-    "kore": "Hangul", "hang": "Hangul", "thai": "Thai", "laoo": "Lao", "khmr": "Khmer", "mymr": "Myanmar",
-    "latn": "Latin", "cyrl": "Cyrillic", "grek": "Greek", "arab": "Other", "hebr": "Other", "deva": "Other",
-    "beng": "Other", "guru": "Other", "gujr": "Other", "taml": "Other", "telu": "Other", "knda": "Other",
-    "mlym": "Other", "sinh": "Other", "orya": "Other", "ethi": "Other", "armn": "Other", "geor": "Other",
-    "tibt": "Other", "thaa": "Other",
-}  # fmt: skip
+    "hans": "Han",
+    "hant": "Han",
+    "hani": "Han",
+    "jpan": "Japanese",
+    "hira": "Japanese",
+    "kana": "Japanese",
+    "kore": "Hangul",
+    "hang": "Hangul",
+    "thai": "Thai",
+    "laoo": "Lao",
+    "khmr": "Khmer",
+    "mymr": "Myanmar",
+    "latn": "Latin",
+    "cyrl": "Cyrillic",
+    "grek": "Greek",
+    "arab": "Other",
+    "hebr": "Other",
+    "deva": "Other",
+    "beng": "Other",
+    "guru": "Other",
+    "gujr": "Other",
+    "taml": "Other",
+    "telu": "Other",
+    "knda": "Other",
+    "mlym": "Other",
+    "sinh": "Other",
+    "orya": "Other",
+    "ethi": "Other",
+    "armn": "Other",
+    "geor": "Other",
+    "tibt": "Other",
+    "thaa": "Other",
+}
 SCRIPT_TOKENIZER = {
-    "Han": "zh", "Japanese": "char", "Thai": "char", "Lao": "char", "Khmer": "char", "Myanmar": "char",
-    "Latin": "13a", "Cyrillic": "13a", "Greek": "13a", "Hangul": "13a", "Other": "intl",
-}  # fmt: skip
+    "Han": "zh",
+    "Japanese": "char",
+    "Thai": "char",
+    "Lao": "char",
+    "Khmer": "char",
+    "Myanmar": "char",
+    "Latin": "13a",
+    "Cyrillic": "13a",
+    "Greek": "13a",
+    "Hangul": "13a",
+    "Other": "intl",
+}
 """sacrebleu tokenizer for each script group (BLEU only; chrF needs no tokenizer)."""
 
 _SCRIPT_RUN = regex.compile(

@@ -171,9 +171,7 @@ def test_explicit_resume_path_folder_and_bad_values(tmp_path) -> None:
     fake_checkpoint(store, 3)
     fake_checkpoint(store, 6)
     partial = fake_checkpoint(store, 9, complete=False)
-    assert find(bare_params(tmp_path, resume=str(store / "checkpoint-3"))) == str(
-        store / "checkpoint-3"
-    )
+    assert find(bare_params(tmp_path, resume=str(store / "checkpoint-3"))) == str(store / "checkpoint-3")
     assert find(bare_params(tmp_path, resume=str(store))) == str(store / "checkpoint-6")
     with pytest.raises(UserError, match=r"resume=.*checkpoint-9: no complete checkpoint there"):
         find(bare_params(tmp_path, resume=str(partial)))
