@@ -211,9 +211,9 @@ CEL_RULES: dict[str, Callable[[Any], bool]] = {
         s in ("trainer.kubeflow.org/trainjob-controller", "kueue.x-k8s.io/multikueue")
     ),
     "has(self.lastUpdatedTime)": lambda s: "lastUpdatedTime" in s,
-    "[has(self.torch), has(self.mpi), has(self.jax), has(self.xgboost),has(self.flux)].filter(x, x).size() <= 1": lambda s: (
-        sum(k in s for k in ("torch", "mpi", "jax", "xgboost", "flux")) <= 1
-    ),
+    (
+        "[has(self.torch), has(self.mpi), has(self.jax), has(self.xgboost),has(self.flux)].filter(x, x).size() <= 1"
+    ): lambda s: sum(k in s for k in ("torch", "mpi", "jax", "xgboost", "flux")) <= 1,
     "self >= 1": lambda s: s >= 1,
     "!(has(self.startupPolicy) && self.startupPolicy.startupPolicyOrder == 'InOrder' && "
     "self.replicatedJobs.exists(x, has(x.dependsOn)))": lambda s: (
