@@ -26,6 +26,7 @@ from job.outputs.report import Machine, distributed_facts, final_figures, peak_m
 from job.params import Seq2SeqParams
 from job.preflight import check, check_launched
 from job.preprocess import TokenizedData, tokenize_data
+from job.reporters import Reporters
 from job.training.deepspeed import zero_stage
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,19 @@ def train(params: Seq2SeqParams, ctx: RunContext | None = None) -> dict[str, Any
     tokens = _tokenize(params, data, tokenizer)
     outputs.record(data={"splits": data.as_dict(), "tokens": tokens.as_dict()}, **_setup_facts(params, ctx))
     model = load_model(source, params, tokenizer, local_rank=ctx.process.local_rank)
-    trainer = _build_trainer(params, ctx, model=model, tokenizer=tokenizer, tokens=tokens, outputs=outputs)
+    reporters = Reporters.for_run(params, ctx)  # TrainJob progress, the tuning objective
+    trainer = _build_trainer(
+        params, ctx, model=model, tokenizer=tokenizer, tokens=tokens, outputs=outputs, reporters=reporters
+    )
     final = _fit_and_evaluate(trainer, params, ctx, start=start, tokens=tokens, outputs=outputs)
     # Every rank takes part: under ZeRO-3 saving gathers the sharded weights; only rank 0 writes files.
     trainer.save_model(str(outputs.root))
     if not trainer.is_world_process_zero():
         return final
-    metrics = outputs.finish(final=final, tokenizer=tokenizer, base_model=source)
+    objective = reporters.finish(final, step=trainer.state.global_step, epoch=trainer.state.epoch)
+    metrics = outputs.finish(
+        final={**final, **({"objective": objective} if objective else {})}, tokenizer=tokenizer, base_model=source
+    )
     if params.push_to_hub:
         push_outputs(params)
     return metrics
@@ -114,12 +121,19 @@ def _setup_facts(params: Seq2SeqParams, ctx: RunContext) -> dict[str, Any]:
 
 
 def _build_trainer(
-    params: Seq2SeqParams, ctx: RunContext, *, model: Any, tokenizer: Any, tokens: TokenizedData, outputs: Outputs
+    params: Seq2SeqParams,
+    ctx: RunContext,
+    *,
+    model: Any,
+    tokenizer: Any,
+    tokens: TokenizedData,
+    outputs: Outputs,
+    reporters: Reporters,
 ) -> Any:
     from job.training.build import build_trainer
     from job.training.callbacks import OnCheckpoint, OnEvaluate
 
-    return build_trainer(
+    trainer = build_trainer(
         params=params,
         model=model,
         tokenizer=tokenizer,
@@ -128,8 +142,11 @@ def _build_trainer(
         callbacks=[
             OnEvaluate(lambda m, state: outputs.evaluation_done(m, step=state.global_step, epoch=state.epoch)),
             OnCheckpoint(outputs.checkpoint_saved),
+            *reporters.callbacks(),
         ],
     )
+    reporters.attach(trainer)
+    return trainer
 
 
 def _fit_and_evaluate(

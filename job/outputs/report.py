@@ -6,6 +6,7 @@
       "status": "running" | "completed",
       <final figures>            train_loss, train_runtime, train_samples_per_second, train_tokens_per_second,
                                  global_step, eval_* of the final evaluation, peak_host_memory_mb (…gpu…)
+      "objective": {"name", "value", "goal"}   the tuning objective of the final model (with evaluation)
       "evaluations": [ {"step", "epoch", "eval_loss", "eval_rougeL", …}, … ]   every evaluation, in order
       "resumed_from_step": 0,    train_* figures cover only the steps after it
       "data": {"splits": …, "tokens": …},   rows read/dropped/kept and token-length statistics per split
