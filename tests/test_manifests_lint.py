@@ -374,7 +374,7 @@ def test_trainjob_runs_this_image_on_the_runtime_in_k8s() -> None:
 
 
 def test_jobset_names_its_own_node_zero_as_the_master() -> None:
-    from job.platform import detect_topology
+    from job.platforms.topology import detect_topology
 
     jobset = manifest("jobset.yaml", "JobSet")
     name, spec = jobset["metadata"]["name"], jobset["spec"]

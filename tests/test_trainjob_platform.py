@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from job.platform import detect_platform, detect_topology
-from job.topology import Topology
 
 from job.errors import UserError
 from job.launch import build_command, clean_env, describe, processes_per_node
 from job.params import Seq2SeqParams
+from job.platforms.detect import detect_platform
+from job.platforms.topology import Topology, detect_topology
 from job.progress_status import StatusEndpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ FAST = dict(
 
 
 def tiny_trainer(*, model_dir: Path, data_dir: Path, out_dir: Path, callbacks: list[Any], **overrides: Any) -> Any:
-    from job.trainer import build_trainer
+    from job.training.build import build_trainer
 
     from job.data import load_data
     from job.modeling import load_model, load_tokenizer
