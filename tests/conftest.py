@@ -219,3 +219,14 @@ def s3_bucket(s3_env, request: pytest.FixtureRequest) -> str:
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8]
     boto3.client("s3", endpoint_url=s3_env.endpoint_url).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(autouse=True)
+def _no_signal_left_behind() -> object:
+    """A signal one test sent (job.training.preemption records it) must not stop the next test's training."""
+    yield
+    import sys
+
+    preemption = sys.modules.get("job.training.preemption")
+    if preemption is not None:
+        preemption._flag.reset()
