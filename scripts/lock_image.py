@@ -30,8 +30,8 @@ PYTHON = "3.12"  # Ubuntu 24.04's python3, the image's interpreter
 TORCH = "2.13.0"
 SDIST_ONLY = {"deepspeed": "0.19.8", "rouge-score": "0.1.2"}
 # deepspeed 0.19.8 requirements/requirements.txt (it is not installed in the dev virtualenv)
-DEEPSPEED_REQUIRES = ["einops", "hjson", "msgpack", "ninja", "numpy", "packaging>=20.0", "psutil", "py-cpuinfo",
-                      "pydantic>=2.0.0", "torch>=2.0.0", "tqdm"]  # fmt: skip
+DEEPSPEED_REQUIRES = ["einops", "hjson", "msgpack", "ninja", "numpy", "nvidia-ml-py", "packaging>=20.0", "psutil",
+                      "py-cpuinfo", "pydantic>=2.0.0", "torch>=2.0.0", "tqdm"]  # fmt: skip
 # Test and lint tools of the dev extra: not in the image.
 DEV_ONLY = re.compile(
     r"^(pytest.*|ruff|moto|hadolint.*|shellcheck.*|kubernetes-validate|iniconfig|pluggy|cfn-lint|responses|"
