@@ -59,10 +59,13 @@ def check(args: argparse.Namespace) -> tuple[list[str], str]:
     problems: list[str] = []
     folder = Path(args.out)
     manifest = check_manifest(folder, problems)
-    for name in ("config.json", "metrics.json", "training_params.json"):
-        if manifest and name not in (manifest.get("files") or {}):
+    listed = set(manifest.get("files") or {})
+    adapter = "adapter_model.safetensors" in listed  # --peft: the adapter instead of a full model
+    wanted = ["adapter_config.json" if adapter else "config.json", "metrics.json", "training_params.json"]
+    for name in wanted:
+        if manifest and name not in listed:
             problems.append(f"{folder}/manifest.json does not list {name}")
-    if not ({"model.safetensors", "adapter_model.safetensors"} & set(manifest.get("files") or {})):
+    if not ({"model.safetensors", "adapter_model.safetensors"} & listed):
         problems.append(f"{folder}: no model weights in the manifest")
     metrics = load(folder / "metrics.json", problems)
     if metrics.get("status") != "completed":
@@ -88,7 +91,7 @@ def check(args: argparse.Namespace) -> tuple[list[str], str]:
     if args.tensorboard and not list(Path(args.tensorboard).rglob("events.out.tfevents.*")):
         problems.append(f"no TensorBoard event file under {args.tensorboard}")
     summary = (
-        f"manifest complete ({len(manifest.get('files') or {})} files verified), status "
+        f"manifest complete ({len(listed)} files verified{', LoRA adapter' if adapter else ''}), status "
         f"{metrics.get('status')}, global_step {metrics.get('global_step')}, evaluations {len(evaluations)}, "
         f"eval_rougeL {rouge}, world_size {world}, resumed_from_step {resumed}"
     )
@@ -105,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", help="a folder that must hold complete checkpoint-N folders")
     parser.add_argument("--tensorboard", help="a folder that must hold TensorBoard event files")
     problems, summary = check(parser.parse_args(argv))
-    for problem in problems:
+    print(summary, flush=True)
+    for problem in problems:  # last, so that the last line of the output names a failure when there is one
         print(f"FAIL: {problem}", file=sys.stderr)
-    print(summary)
     return 1 if problems else 0
 
 
