@@ -15,6 +15,7 @@
 #   vertex           AIP_MODEL_DIR / AIP_CHECKPOINT_DIR / AIP_TENSORBOARD_LOG_DIR through the /gcs FUSE path
 #   sigterm-resume   SIGTERM to tini mid-training → exit 143 → a second container resumes and completes
 #   torchrun-shm     two processes (torchrun, gloo) in one container under a 64 MiB /dev/shm
+#   zero3-offload    DeepSpeed zero3_offload: the image's g++ JIT-builds CPU Adam into a mounted /cache volume
 #   leftovers        no process, mount or container of this run is left behind
 #
 #   sudo bash scripts/image_check.sh                                # everything (.ci/run runs this)
@@ -60,7 +61,7 @@ KEEP_WORK=${IMAGE_CHECK_KEEP_WORK:-0}
 RUN_TIMEOUT=${IMAGE_CHECK_RUN_TIMEOUT:-300}
 SUITE=bookworm
 CHECKS=(image demo-uid1000 validate predict passthrough demo-uid12345 sagemaker sagemaker-failure vertex
-  sigterm-resume torchrun-shm)
+  sigterm-resume torchrun-shm zero3-offload)
 OTHER_UID=12345
 
 T0=$EPOCHREALTIME
@@ -120,9 +121,23 @@ stop_leftovers() {
 
 our_containers() { b containers --format '{{.ContainerName}}' 2>/dev/null | grep "^$RUN_ID-" || true; }
 
+descendants() { # the PIDs of a process's children, grandchildren …, deepest first
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    descendants "$child"
+    echo "$child"
+  done
+}
+
+CHECK_PID="" # the check running now, in the background so that a signal to this script is handled at once
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [ -n "$CHECK_PID" ]; then
+    # shellcheck disable=SC2046 # one PID per word
+    kill -TERM $(descendants "$CHECK_PID") "$CHECK_PID" 2>/dev/null || true
+    sleep 1
+  fi
   stop_leftovers >/dev/null 2>&1 || true
   local c
   for c in $(our_containers); do b rm "$c" >/dev/null 2>&1 || true; done
@@ -309,7 +324,7 @@ ctr() {
   b from --pull=false --name "$name" --add-host "$host:127.0.0.1" "$TAG" >/dev/null
   b config --hostname "$host" "$name" 2>/dev/null # "not supported for OCI images": for the image, not for runs
   echo "+ buildah run ${opts[*]} $name -- $*" >>"$log"
-  timeout -k 15 "$RUN_TIMEOUT" buildah --storage-driver overlay run --isolation chroot \
+  timeout -k 15 "${CTR_TIMEOUT:-$RUN_TIMEOUT}" buildah --storage-driver overlay run --isolation chroot \
     --env "IMAGE_CHECK_RUN=$RUN_ID" --env OMP_NUM_THREADS=1 --env TINI_SUBREAPER=1 \
     "${opts[@]}" "$name" -- "$@" >>"$log.out" 2>>"$log" || rc=$?
   b rm "$name" >/dev/null 2>&1 || true
@@ -568,6 +583,28 @@ check_torchrun_shm() {
   owned_by "$out" "$IMAGE_USER"
 }
 
+# What the runtime stage's compiler is for: DeepSpeed JIT-compiles its CPU Adam (and, on CPU, its shared-memory
+# collective) with the image's g++ and python3-dev on first use, into TORCH_EXTENSIONS_DIR on a mounted volume.
+# The two builds take 3 to 6 minutes on 2 busy cores: this run gets twice the usual time limit.
+check_zero3_offload() {
+  local out ext rc=0
+  out=$(outdir "$WORK/offload" "$IMAGE_USER")
+  ext=$(outdir "$WORK/torch_extensions" "$IMAGE_USER")
+  CTR_TIMEOUT=$((2 * RUN_TIMEOUT)) ctr zero3-offload "$LOG" "${examples[@]}" -v "$out:/out" -v "$ext:/cache/torch_extensions" -- "${ENTRY[@]}" train \
+    "${demo_flags[@]}" --project-name /out/run --deepspeed zero3_offload --epochs 1 --max-samples 64 || rc=$?
+  expect_rc "$rc" 0
+  python3 scripts/check_run_outputs.py "$out/run" >"$LOG.detail"
+  python3 - "$out/run/metrics.json" <<'EOF' || fail "metrics.json does not record DeepSpeed zero3_offload"
+import json, sys
+d = json.load(open(sys.argv[1]))["distributed"]
+assert d["strategy"] == "deepspeed" and d["deepspeed"] == {"config": "zero3_offload", "zero_stage": 3}, d
+EOF
+  local built
+  built=$(find "$ext" -name '*.so' -printf '%f\n' | sort | tr '\n' ' ')
+  [[ "$built" == *cpu_adam* ]] || fail "no JIT-built cpu_adam in TORCH_EXTENSIONS_DIR (found: ${built:-nothing})"
+  echo "JIT-built: $built; $(cat "$LOG.detail")" >"$LOG.detail"
+}
+
 check_leftovers() {
   local pids mounts containers
   pids=$(marked_pids)
@@ -589,8 +626,11 @@ run_check() {
   (
     set -e
     "check_${name//-/_}"
-  ) 2>>"$LOG"
+  ) 2>>"$LOG" &
+  CHECK_PID=$!
+  wait "$CHECK_PID"
   rc=$?
+  CHECK_PID=""
   set -e
   [ "$rc" = 0 ] || status=FAIL
   local secs
