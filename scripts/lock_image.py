@@ -36,6 +36,7 @@ DEEPSPEED_REQUIRES = [
     "msgpack",
     "ninja",
     "numpy",
+    "nvidia-ml-py",
     "packaging>=20.0",
     "psutil",
     "py-cpuinfo",
