@@ -27,12 +27,11 @@ FAST = dict(
 
 
 def tiny_trainer(*, model_dir: Path, data_dir: Path, out_dir: Path, callbacks: list[Any], **overrides: Any) -> Any:
-    from job.training.build import build_trainer
-
     from job.data import load_data
     from job.modeling import load_model, load_tokenizer
     from job.params import Seq2SeqParams
     from job.preprocess import tokenize_data
+    from job.training.build import build_trainer
 
     params = Seq2SeqParams(
         data_path=str(data_dir), model=str(model_dir), project_name=str(out_dir), **{**FAST, **overrides}
