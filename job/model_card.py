@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job.metrics import GEN_LEN, LOSS, greater_is_better, language_subtags
+from job.metric_sets import GEN_LEN, LOSS, greater_is_better
+from job.metrics import language_subtags
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
