@@ -26,6 +26,7 @@ punctuation (Arabic, Hebrew, Indic, Ethiopic, Armenian, Georgian…), ``13a`` (s
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -38,6 +39,8 @@ from nltk.stem import porter
 from rouge_score import rouge_scorer, tokenizers
 
 from job.metric_sets import GEN_LEN, PRODUCES, ROUGE_TYPES, check_metrics, default_metrics
+
+log = logging.getLogger(__name__)
 
 # --- Scripts and languages --------------------------------------------------------------------------------------
 
@@ -300,28 +303,53 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
 
 
+def decode(tokenizer: Any, ids: Any) -> list[str]:
+    """Token ids (a padded array; -100 marks padding, as the Trainer gathers them) → stripped texts."""
+    if isinstance(ids, tuple):
+        ids = ids[0]
+    ids = np.where(np.asarray(ids) < 0, _pad_id(tokenizer), ids)
+    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def mean_generated_length(tokenizer: Any, ids: Any) -> float:
+    """``gen_len``: the mean number of tokens that are not padding in each generated row."""
+    if isinstance(ids, tuple):
+        ids = ids[0]
+    ids = np.asarray(ids)
+    pad_id = _pad_id(tokenizer)
+    ids = np.where(ids < 0, pad_id, ids)
+    return round(float(np.mean(np.count_nonzero(ids != pad_id, axis=1))), 4) if len(ids) else 0.0
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def build_compute_metrics(
-    tokenizer: Any, *, metrics: Sequence[str] | None = None, target_lang: str | None = None
+    tokenizer: Any,
+    *,
+    metrics: Sequence[str] | None = None,
+    target_lang: str | None = None,
+    references: Sequence[str] | None = None,
 ) -> Callable[[Any], dict[str, float]]:
     """A ``compute_metrics`` for Seq2SeqTrainer with ``predict_with_generate=True``.
 
     Returns :func:`score`'s names for ``metrics`` (default: all of :data:`METRICS`) plus ``gen_len``, the mean
-    number of non-pad tokens generated.
+    number of non-pad tokens generated. ``references``: the evaluation set's targets as written, in its order
+    (the job passes them); without them the decoded labels are the references, which are cut at the
+    tokenized max target length and lose what the tokenizer cannot represent.
     """
     chosen = default_metrics() if metrics is None else check_metrics(metrics)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    texts = list(references) if references is not None else None
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
-        preds, labels = eval_prediction.predictions, eval_prediction.label_ids
-        if isinstance(preds, tuple):
-            preds = preds[0]
-        # -100 marks padding in labels (and in predictions gathered across processes); decode needs real ids.
-        preds = np.where(preds < 0, pad_id, preds)
-        labels = np.where(labels < 0, pad_id, labels)
-        decoded_preds = [p.strip() for p in tokenizer.batch_decode(preds, skip_special_tokens=True)]
-        decoded_labels = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        result = score(decoded_preds, decoded_labels, metrics=chosen, target_lang=target_lang)
-        result[GEN_LEN] = round(float(np.mean(np.count_nonzero(preds != pad_id, axis=1))), 4)
+        predictions = decode(tokenizer, eval_prediction.predictions)
+        given = texts is not None and len(texts) == len(predictions)
+        if texts is not None and not given:
+            log.warning("%d references for %d predictions: scoring the decoded labels", len(texts), len(predictions))
+        references = texts if given else decode(tokenizer, eval_prediction.label_ids)
+        result = score(predictions, references, metrics=chosen, target_lang=target_lang)
+        result[GEN_LEN] = mean_generated_length(tokenizer, eval_prediction.predictions)
         return result
 
     return compute_metrics

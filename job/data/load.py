@@ -139,13 +139,15 @@ def load_split(
     max_samples: int | None = None,
     token: str | None = None,
     cache_dir: str | None = None,
+    languages: tuple[str, str] | None = None,
+    role: str = "evaluation",
 ) -> tuple[datasets.Dataset, SplitReport]:
     """One checked split (columns ``SOURCE`` and ``TARGET``), named ``param`` in messages: for scoring a model."""
     spec = parse_split(split, param)
-    options = _Options(text_column, target_column, max_samples, None)
+    options = _Options(text_column, target_column, max_samples, None, languages)
     _check_options(options)
     source = open_source(data_path, token=token, cache_dir=cache_dir, num_proc=None)
-    dataset, report, _ = _prepare(source, spec, param=param, role=param.removesuffix("_split"), options=options)
+    dataset, report, _ = _prepare(source, spec, param=param, role=role, options=options)
     return dataset, report
 
 
