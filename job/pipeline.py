@@ -27,6 +27,7 @@ from job.outputs.report import Machine, distributed_facts, final_evaluation, fin
 from job.params import Seq2SeqParams
 from job.preflight import check, check_launched
 from job.preprocess import TokenizedData, tokenize_data
+from job.tracking import log_outputs, track
 from job.training.deepspeed import zero_stage
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,27 @@ def train(params: Seq2SeqParams, ctx: RunContext | None = None) -> dict[str, Any
     outputs.record(data={"splits": data.as_dict(), "tokens": tokens.as_dict()}, **_setup_facts(params, ctx))
     outputs.record_evaluation(params.resolved_metrics, params.resolved_target_language, generation_settings(params))
     model = load_model(source, params, tokenizer, local_rank=ctx.process.local_rank)
-    trainer = _build_trainer(params, ctx, model=model, tokenizer=tokenizer, tokens=tokens, outputs=outputs)
-    final = _fit_and_evaluate(trainer, params, ctx, start=start, tokens=tokens, outputs=outputs)
-    # Every rank takes part: under ZeRO-3 saving gathers the sharded weights; only rank 0 writes files.
-    trainer.save_model(str(outputs.root))
-    if tokens.test is not None:  # every rank generates its share of the test split with the final model
-        final.update(_score_test(trainer, params, tokens=tokens, data=data, outputs=outputs))
-    if not trainer.is_world_process_zero():
-        return final
-    metrics = outputs.finish(
-        final=final, tokenizer=tokenizer, base_model=source, model=trainer.model, log_history=trainer.state.log_history
-    )
-    if params.push_to_hub:
-        push_outputs(params)
+    with track(params, ctx.tracking, main_process=ctx.process.is_main) as tracker:  # one run, closed either way
+        trainer = _build_trainer(params, ctx, model=model, tokenizer=tokenizer, tokens=tokens, outputs=outputs)
+        if tracker is not None:
+            trainer.add_callback(tracker)
+        final = _fit_and_evaluate(trainer, params, ctx, start=start, tokens=tokens, outputs=outputs)
+        # Every rank takes part: under ZeRO-3 saving gathers the sharded weights; only rank 0 writes files.
+        trainer.save_model(str(outputs.root))
+        if tokens.test is not None:  # every rank generates its share of the test split with the final model
+            final.update(_score_test(trainer, params, tokens=tokens, data=data, outputs=outputs))
+        if not trainer.is_world_process_zero():
+            return final
+        metrics = outputs.finish(
+            final=final,
+            tokenizer=tokenizer,
+            base_model=source,
+            model=trainer.model,
+            log_history=trainer.state.log_history,
+        )
+        log_outputs(tracker, metrics, root=outputs.root, step=trainer.state.global_step)
+        if params.push_to_hub:
+            push_outputs(params)
     return metrics
 
 

@@ -64,7 +64,7 @@ def build_training_args(
         metric_for_best_model=metric if evaluates else None,
         greater_is_better=greater_is_better(params.metric_for_best_model),
         predict_with_generate=True,  # with the model's generation_config, which holds our settings (job.generation)
-        report_to=[params.log] if params.log != "none" else "none",
+        report_to="none",  # the job tracks its own runs (job.tracking): one run per job, its own parameters
         run_name=params.project_name,
         dataloader_pin_memory=torch.cuda.is_available(),
         # Progress bars are for terminals; in a cloud log viewer ProgressLog writes one plain line per log step.

@@ -119,8 +119,4 @@ def build_trainer(
     hide_tied_keys_warning(model)
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # ProgressLog already prints each log step as one line
-    for callback in trainer.callback_handler.callbacks:
-        # TensorBoard events go to project_name/logs unless TENSORBOARD_LOGGING_DIR says otherwise (e.g. Vertex).
-        if type(callback).__name__ == "TensorBoardCallback" and getattr(callback, "logging_dir", 1) is None:
-            callback.logging_dir = str(params.output_dir / "logs")
     return trainer
