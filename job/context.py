@@ -132,6 +132,7 @@ def tracking_settings(env: Mapping[str, str], *, tensorboard_dir: str | None = N
     return TrackingSettings(
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
         mlflow_experiment=env.get("MLFLOW_EXPERIMENT_NAME") or None,
+        mlflow_allow_file_store=env.get("MLFLOW_ALLOW_FILE_STORE"),
         wandb_mode=env.get("WANDB_MODE") or None,
         wandb_project=env.get("WANDB_PROJECT") or None,
         wandb_entity=env.get("WANDB_ENTITY") or None,
@@ -162,10 +163,10 @@ def apply_library_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def apply_process_env(ctx: RunContext) -> None:
+def apply_process_env(ctx: RunContext, *, tracker: str = "none") -> None:
     """The writes a run makes to its own environment, before the training stack is imported."""
     apply_library_defaults()
-    if ctx.tracking.mlflow_file_store:  # mlflow ≥ 3 refuses its file store (a folder) without this opt-in
+    if tracker == "mlflow" and ctx.tracking.mlflow_file_store:  # mlflow ≥ 3 refuses a folder store without it
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 

@@ -141,13 +141,9 @@ class Seq2SeqParams(BaseSettings):
     target_language: str | None = _field(
         None, "Evaluation", "Targets' language for BLEU's tokenizer and ROUGE's stemmer (de, zh, ja_XX…); " + _LANG
     )
-    length_penalty: float = _field(
-        1.0, "Evaluation", "Beam-search length penalty (> 1 favours longer outputs); needs num_beams > 1."
-    )
+    length_penalty: float = _field(1.0, "Evaluation", "Beam search: > 1 favours longer outputs; needs num_beams > 1.")
     no_repeat_ngram_size: int = _field(0, "Evaluation", "Generate no n-gram of this size twice; 0 = off.", ge=0)
-    test_split: str | None = _field(
-        None, "Evaluation", "Held-out split the final model is scored on: test_* metrics and predictions.jsonl."
-    )
+    test_split: str | None = _field(None, "Evaluation", "Scored by the final model: test_*, predictions.jsonl.")
 
     # --- Output -----------------------------------------------------------------------------------------
     project_name: str = _field("seq2seq-output", "Output", "Output folder for the model, metrics and checkpoints.")

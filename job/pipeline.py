@@ -97,7 +97,7 @@ def prepare(params: Seq2SeqParams, ctx: RunContext | None) -> RunContext:
     if ctx is None:
         ctx = read_context()
         check(params, ctx)  # preflight() already ran these checks for a context it built
-    apply_process_env(ctx)
+    apply_process_env(ctx, tracker=params.log)
     storage.configure(_storage_settings(params, ctx))
     return ctx
 

@@ -110,7 +110,7 @@ def tokenize_data(
 
     splits: dict[str, datasets.Dataset] = {}
     stats: dict[str, SplitTokens] = {}
-    references: list[str] = []
+    references: list[str] | None = None
     for name, split in (("train", data.train), ("validation", data.valid), ("test", data.test)):
         if split is None:
             continue
@@ -128,19 +128,9 @@ def tokenize_data(
         stats[name] = _measure(tokenized, max_seq_length, max_target_length)
         tokenized = tokenized.remove_columns([_FULL_IN, _FULL_OUT])
         if name == "validation":
-            references = split[TARGET]
-            if sort_valid_by_length:
-                # Generation pads every batch to its longest input; sorted rows make batches of near-equal length.
-                order = np.argsort(-np.asarray(tokenized[LENGTH]), kind="stable")
-                tokenized, references = tokenized.select(order), [references[i] for i in order]
+            tokenized, references = _generation_order(tokenized, split[TARGET], sort=sort_valid_by_length)
         splits[name] = tokenized
-    result = TokenizedData(
-        train=splits["train"],
-        valid=splits.get("validation"),
-        stats=stats,
-        test=splits.get("test"),
-        valid_references=references if data.valid is not None else None,
-    )
+    result = TokenizedData(splits["train"], splits.get("validation"), stats, splits.get("test"), references)
     log.info("Token lengths before truncation:\n%s", result.describe())
     for name, split_stats in stats.items():
         if split_stats.inputs.truncated_share > 0.1:
@@ -151,6 +141,19 @@ def tokenize_data(
                 max_seq_length,
             )
     return result
+
+
+def _generation_order(
+    tokenized: datasets.Dataset, references: list[str], *, sort: bool
+) -> tuple[datasets.Dataset, list[str]]:
+    """The validation rows longest first (with ``sort``) and their references as written, in that order.
+
+    Generation pads every batch to its longest input: sorted rows make batches of near-equal length.
+    """
+    if not sort:
+        return tokenized, references
+    order = np.argsort(-np.asarray(tokenized[LENGTH]), kind="stable")
+    return tokenized.select(order), [references[i] for i in order]
 
 
 def _measure(tokenized: datasets.Dataset, max_seq_length: int, max_target_length: int) -> SplitTokens:

@@ -250,3 +250,24 @@ def test_snippet_sets_mbart_languages(tiny_models: dict[str, Path]) -> None:
     assert tokenizer.convert_ids_to_tokens(int(ns["inputs"]["input_ids"][0][0])) == "en_XX"
     # generation starts from the decoder start token, then the forced target language code
     assert tokenizer.convert_ids_to_tokens(int(ns["outputs"][0][1])) == "de_DE"
+
+
+def test_card_test_scores_and_train_losses_from_the_trainer_history() -> None:
+    from job.outputs.card import train_losses
+
+    test = {
+        "test_bleu": 31.5,
+        "test_chrf": 58.25,
+        "test_loss": 0.9,
+        "test_runtime": 1.5,
+        "test_samples_per_second": 9.0,
+    }
+    card = _card(metrics={**FINAL, **test})
+    rows = {row[0]: row[1:] for row in _table_rows(card, "### Test")}
+    assert rows == {"bleu": ["31.50", "higher"], "chrf": ["58.25", "higher"], "loss": ["0.9000", "lower"]}
+    assert "test_" not in card.split("## Training", 1)[1]  # test scores are not training figures
+    history = [{"loss": 2.0, "step": 1, "epoch": 0.1}, {"eval_loss": 1.5, "step": 2}, {"loss": 1.0, "step": 3}]
+    assert train_losses([*history, {"train_loss": 1.5, "step": 3}]) == [
+        {"step": 1, "loss": 2.0},
+        {"step": 3, "loss": 1.0},
+    ]

@@ -36,6 +36,13 @@ PREFLIGHT: dict[str, tuple[str, dict[str, str], str | None]] = {
     "mlflow_file_uri": ("mlflow", {"MLFLOW_TRACKING_URI": "file:/tmp/mlruns"}, None),
     "mlflow_plain_path": ("mlflow", {"MLFLOW_TRACKING_URI": "./mlruns"}, None),
     "mlflow_databricks": ("mlflow", {"MLFLOW_TRACKING_URI": "databricks"}, None),
+    "mlflow_file_store_refused": (
+        "mlflow",
+        {"MLFLOW_ALLOW_FILE_STORE": "false"},
+        "invalid parameters: MLFLOW_ALLOW_FILE_STORE=false refuses MLflow's folder store, which the default folder "
+        "project_name/logs/mlruns needs: unset it (the job sets true), or use a tracking server "
+        "(MLFLOW_TRACKING_URI=http://…)",
+    ),
     "mlflow_unknown_scheme": (
         "mlflow",
         {"MLFLOW_TRACKING_URI": "ftp://host/mlruns"},
@@ -156,3 +163,25 @@ def test_wandb_offline_one_run_with_the_output_files(tmp_path: Path, keywords_ta
     assert json.loads((run / "files" / "training_params.json").read_text())["token"] == "***"
     (log_file,) = run.glob("run-*.wandb")
     assert CANARY.encode() not in log_file.read_bytes()
+
+
+def test_mlflow_file_uri_through_the_cli(tmp_path: Path, keywords_task_dir: Path, monkeypatch) -> None:
+    """The report: `--log mlflow` with MLFLOW_TRACKING_URI=file:… crashed under mlflow 3 (file store refused)."""
+    from mlflow.tracking import MlflowClient
+
+    store, out = (tmp_path / "mlruns").as_uri(), tmp_path / "run"
+    flags = {"data-path": keywords_task_dir, "model": "builtin:t5-tiny", "project-name": out, "log": "mlflow"}
+    flags |= {"valid-split": "validation[:16]", "max-samples": 32, "epochs": 1, "batch-size": 16}
+    args = [part for name, value in flags.items() for part in (f"--{name}", str(value))]
+    env = {"MLFLOW_TRACKING_URI": store, "MLFLOW_EXPERIMENT_NAME": "issue-11", "OMP_NUM_THREADS": "1"}
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # the job sets it in its own process
+    result = run_cli("train", *args, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        client = MlflowClient(tracking_uri=store)
+        (experiment,) = [e for e in client.search_experiments() if e.name == "issue-11"]
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert run.info.status == "FINISHED" and run.info.run_name == "run"
+        assert run.data.params["data_path"] == str(keywords_task_dir) and "eval_loss" in run.data.metrics
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"README.md", "metrics.json"}

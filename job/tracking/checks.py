@@ -42,6 +42,13 @@ def tracking_problems(log: str, settings: TrackingSettings) -> list[str]:
 
 def mlflow_problems(settings: TrackingSettings) -> list[str]:
     uri, scheme = settings.mlflow_tracking_uri, settings.mlflow_scheme
+    allow = settings.mlflow_allow_file_store
+    if settings.mlflow_file_store and allow is not None and allow.strip().lower() not in ("true", "1"):
+        store = f"MLFLOW_TRACKING_URI={uri}" if uri else "the default folder project_name/logs/mlruns"
+        return [
+            f"MLFLOW_ALLOW_FILE_STORE={allow} refuses MLflow's folder store, which {store} needs: unset it (the job "
+            "sets true), or use a tracking server (MLFLOW_TRACKING_URI=http://…)"
+        ]
     if uri is None or scheme in FILE_SCHEMES or scheme in OTHER_SCHEMES:
         return []
     name = f"MLFLOW_TRACKING_URI={shown_uri(uri)}"

@@ -35,6 +35,7 @@ WANDB_LOCAL_MODES = ("offline", "disabled", "dryrun")
 class TrackingSettings:
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str | None = None
+    mlflow_allow_file_store: str | None = None  # MLFLOW_ALLOW_FILE_STORE as the user set it (the job sets true)
     wandb_mode: str | None = None
     wandb_project: str | None = None
     wandb_entity: str | None = None

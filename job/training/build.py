@@ -60,6 +60,16 @@ class Seq2SeqJobTrainer(Seq2SeqTrainer):
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
 
+def _compute_metrics(params: Seq2SeqParams, tokenizer: Any, data: TokenizedData) -> Any:
+    """The params' metrics, scored against the validation targets as written (not the truncated labels)."""
+    return build_compute_metrics(
+        tokenizer,
+        metrics=params.resolved_metrics,
+        target_lang=params.resolved_target_language,
+        references=data.valid_references,
+    )
+
+
 def build_trainer(
     *,
     params: Seq2SeqParams,
@@ -106,12 +116,7 @@ def build_trainer(
         train_dataset=data.train,
         eval_dataset=data.valid,
         processing_class=tokenizer,
-        compute_metrics=build_compute_metrics(  # scores against the targets as written, not the truncated labels
-            tokenizer,
-            metrics=params.resolved_metrics,
-            target_lang=params.resolved_target_language,
-            references=data.valid_references,
-        ),
+        compute_metrics=_compute_metrics(params, tokenizer, data),
         compute_loss_func=token_mean_loss,  # exact loss under DDP and gradient accumulation (job.training.loss)
         # StopOnSignal: save + stop on SIGTERM; EpochSeededLengthGrouping: a resumed run sees the same batches
         callbacks=[*all_callbacks, ProgressLog(), StopOnSignal(), EpochSeededLengthGrouping()],
