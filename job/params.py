@@ -143,7 +143,9 @@ class Seq2SeqParams(BaseSettings):
     )
     length_penalty: float = _field(1.0, "Evaluation", "Beam search: > 1 favours longer outputs; needs num_beams > 1.")
     no_repeat_ngram_size: int = _field(0, "Evaluation", "Generate no n-gram of this size twice; 0 = off.", ge=0)
-    test_split: str | None = _field(None, "Evaluation", "Scored by the final model: test_*, predictions.jsonl.")
+    test_split: str | None = _field(
+        None, "Evaluation", "Held-out split the final model is scored on (test_* metrics, predictions.jsonl)."
+    )
 
     # --- Output -----------------------------------------------------------------------------------------
     project_name: str = _field("seq2seq-output", "Output", "Output folder for the model, metrics and checkpoints.")
