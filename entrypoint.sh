@@ -2,7 +2,7 @@
 # Container entrypoint: one image for Kubernetes, SageMaker, Vertex AI and `docker run`.
 #
 #   IMAGE                          train (SageMaker runs the image as `IMAGE train`)
-#   IMAGE train|validate|predict [--flag value ...]
+#   IMAGE train|validate|predict|evaluate [--flag value ...]
 #   IMAGE --data-path /data/x.csv ...   flags alone mean train
 #   IMAGE bash | python ... | any command   run as given
 #
@@ -18,7 +18,7 @@ if [ "$#" -eq 0 ]; then
 fi
 
 case "$1" in
-  train | validate | predict)
+  train | validate | predict | evaluate)
     exec "$PYTHON" -m job.launch "$@"
     ;;
   -*)

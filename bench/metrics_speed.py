@@ -15,7 +15,8 @@ import json
 import random
 import time
 
-from job.metrics import METRICS, score
+from job.metric_sets import METRICS
+from job.metrics import score
 
 # Space-separated vocabularies (Chinese: one character each).
 _VOCABULARY = {

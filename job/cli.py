@@ -20,11 +20,12 @@ from typing import Any
 from job import __version__, exits
 from job.context import RunContext, environment, read_context
 from job.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR, UserError
+from job.generation import SETTINGS
 from job.params import ENV_PREFIX, PARAMS_ENV, Seq2SeqParams
 
 log = logging.getLogger("job")
 
-COMMANDS = ("train", "validate", "predict")
+COMMANDS = ("train", "validate", "predict", "evaluate")
 GROUPS = ("Data", "Model", "Training", "Evaluation", "Output", "Storage", "Resilience", "Distributed")
 
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{EXIT_PREEMPTED} stopped by SIGTERM/SIGINT after saving a checkpoint (retry resumes).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,validate,predict}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
     commands = (
         ("train", "Train, evaluate and write the outputs."),
         ("validate", "Check params and data, print token statistics; no training."),
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text, description=text, usage=f"seq2seq-job {name} [options]")
         _add_param_flags(command, dry_run=name == "train")
     _add_predict(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -59,10 +61,46 @@ def _add_predict(sub: Any) -> None:
     command.add_argument("--text-column", default="text", help="Column of --input-file holding the inputs.")
     command.add_argument("--output", help="Write JSON lines here instead of stdout.")
     command.add_argument("--batch-size", type=int, default=16)
-    command.add_argument("--max-new-tokens", type=int, help="Default: the training run's generation length.")
-    command.add_argument("--num-beams", type=int, help="Default: the training run's num_beams.")
     command.add_argument("--source-prefix", help="Default: the training run's source_prefix.")
+    _add_generation_flags(command)
     command.add_argument("--verbose", action="store_true", help="Debug logging.")
+
+
+def _add_evaluate(sub: Any) -> None:
+    text = (
+        "Score a model folder (ours, or any transformers seq2seq folder) on a split with a target column: "
+        "prints the metrics JSON; --output DIR also writes DIR/evaluation.json and DIR/predictions.jsonl."
+    )
+    command = sub.add_parser("evaluate", help=text, description=text, usage="seq2seq-job evaluate [options]")
+    trained = "default: the folder's training_params.json, else"
+    command.add_argument("--model-dir", required=True, help="A model (or LoRA adapter) folder.")
+    command.add_argument("--data-path", required=True, help="Data as for train: a file, a folder, a Hub dataset…")
+    command.add_argument("--split", default="test", help="Split expression to score, e.g. test or test[:500].")
+    command.add_argument("--text-column", help=f"Input column, or dict.key ({trained} text).")
+    command.add_argument("--target-column", help=f"Reference column, or dict.key ({trained} target).")
+    command.add_argument("--output", help="Folder for evaluation.json and predictions.jsonl.")
+    command.add_argument("--batch-size", type=int, default=16)
+    command.add_argument("--max-samples", type=int, help="Score at most this many rows.")
+    command.add_argument("--source-prefix", help=f"Prepended to every input ({trained} none).")
+    command.add_argument("--max-seq-length", type=int, help=f"Input truncation ({trained} the tokenizer's).")
+    command.add_argument("--metrics", help=f"Comma-separated metrics ({trained} by --task).")
+    command.add_argument("--task", help=f"Picks the metrics, as train's --task ({trained} auto).")
+    command.add_argument("--target-language", help=f"Targets' language for BLEU/ROUGE ({trained} detected).")
+    _add_generation_flags(command)
+    command.add_argument("--verbose", action="store_true", help="Debug logging.")
+
+
+def _add_generation_flags(command: argparse.ArgumentParser) -> None:
+    """Flags over the folder's generation_config.json (the settings the run was evaluated with)."""
+    default = "default: the folder's generation_config.json"
+    command.add_argument("--max-new-tokens", type=int, help=f"Most tokens generated per input ({default}).")
+    command.add_argument("--num-beams", type=int, help=f"Beam-search width ({default}).")
+    command.add_argument("--length-penalty", type=float, help=f"Beam-search length penalty ({default}).")
+    command.add_argument("--no-repeat-ngram-size", type=int, help=f"Never repeat an n-gram this long ({default}).")
+
+
+def generation_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in SETTINGS}
 
 
 def _add_param_flags(parser: argparse.ArgumentParser, *, dry_run: bool) -> None:
@@ -124,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def command() -> int:
         if args.command == "predict":
             return _predict(args)
+        if args.command == "evaluate":
+            return _evaluate(args, env)
         from job.preflight import preflight
 
         overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
@@ -146,11 +186,39 @@ def _predict(args: argparse.Namespace) -> int:
         texts,
         model_dir=Path(args.model_dir),
         batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        num_beams=args.num_beams,
         source_prefix=args.source_prefix,
+        generation_overrides=generation_overrides(args),
     )
     write_outputs(Path(args.output) if args.output else None, texts, predictions)
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace, env: Any) -> int:
+    from job import storage
+    from job.context import storage_settings
+    from job.evaluate_folder import EvaluateRequest, evaluate_folder, print_report
+    from job.predict import training_params
+
+    storage.configure(storage_settings(env))
+    model_dir = Path(args.model_dir)
+    request = EvaluateRequest(
+        model_dir=model_dir,
+        data_path=args.data_path,
+        split=args.split,
+        text_column=args.text_column,
+        target_column=args.target_column,
+        output=Path(args.output) if args.output else None,
+        batch_size=args.batch_size,
+        max_samples=args.max_samples,
+        source_prefix=args.source_prefix,
+        max_seq_length=args.max_seq_length,
+        metrics=args.metrics,
+        task=args.task,
+        target_language=args.target_language,
+        generation=generation_overrides(args),
+        token=env.get("HF_TOKEN") or None,
+    )
+    print_report(evaluate_folder(request, trained=training_params(model_dir)))
     return EXIT_OK
 
 

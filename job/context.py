@@ -19,10 +19,11 @@ from types import MappingProxyType
 from job.platforms.detect import PlatformInfo, detect_platform
 from job.secrets import secret_values
 from job.storage.stores import StorageSettings
+from job.tracking.settings import TrackingSettings
 
 EXIT_CODE_DIR_ENV = "JOB_EXIT_CODE_DIR"  # set by job.launch: where each worker records its exit code
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # what torchrun (or accelerate, deepspeed) gives each worker
-TENSORBOARD_ENV = "TENSORBOARD_LOGGING_DIR"  # read by transformers' TensorBoardCallback
+TENSORBOARD_ENV = "TENSORBOARD_LOGGING_DIR"  # TensorBoard's folder (job.tracking.settings)
 # Set before datasets/huggingface_hub read them (users can override each): no telemetry on air-gapped clusters,
 # no Hub ping to count loads of local files, no tokenizers fork warnings from datasets.map workers.
 LIBRARY_DEFAULTS = {
@@ -68,6 +69,7 @@ class RunContext:
     process: ProcessInfo
     storage: StorageSettings
     secrets: tuple[str, ...] = field(default=(), repr=False)  # values masked in every log line and error
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)  # the experiment trackers' settings
     hub_offline: bool = False  # HF_HUB_OFFLINE=1: no Hub requests at all
 
     @cached_property
@@ -98,12 +100,14 @@ class RunContext:
 def read_context(env: Mapping[str, str] | None = None, *, sm_root: Path | None = None) -> RunContext:
     """The run context for ``env`` (default: this process's environment)."""
     env = environment() if env is None else MappingProxyType(dict(env))
+    platform = detect_platform(env, sm_root=sm_root)
     return RunContext(
         env=env,
-        platform=detect_platform(env, sm_root=sm_root),
+        platform=platform,
         process=_process(env),
         storage=storage_settings(env),
         secrets=tuple(secret_values(env)),
+        tracking=tracking_settings(env, tensorboard_dir=platform.tensorboard_dir),
         hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"),
     )
 
@@ -118,6 +122,23 @@ def storage_settings(env: Mapping[str, str], *, s3_endpoint_url: str | None = No
         request_checksum_calculation=env.get("AWS_REQUEST_CHECKSUM_CALCULATION") or None,
         response_checksum_validation=env.get("AWS_RESPONSE_CHECKSUM_VALIDATION") or None,
         gcp_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
+    )
+
+
+def tracking_settings(env: Mapping[str, str], *, tensorboard_dir: str | None = None) -> TrackingSettings:
+    """The trackers' settings (job.tracking.settings has the table); TensorBoard: the platform's folder wins."""
+    host = (env.get("WANDB_BASE_URL") or "https://api.wandb.ai").split("://", 1)[-1].split("/")[0]
+    local_tensorboard = tensorboard_dir if tensorboard_dir and "://" not in tensorboard_dir else None
+    return TrackingSettings(
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+        mlflow_experiment=env.get("MLFLOW_EXPERIMENT_NAME") or None,
+        mlflow_allow_file_store=env.get("MLFLOW_ALLOW_FILE_STORE"),
+        wandb_mode=env.get("WANDB_MODE") or None,
+        wandb_project=env.get("WANDB_PROJECT") or None,
+        wandb_entity=env.get("WANDB_ENTITY") or None,
+        wandb_api_key=bool(env.get("WANDB_API_KEY")),
+        wandb_host=host,
+        tensorboard_dir=local_tensorboard or env.get(TENSORBOARD_ENV) or None,
     )
 
 
@@ -142,12 +163,11 @@ def apply_library_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def apply_process_env(ctx: RunContext) -> None:
+def apply_process_env(ctx: RunContext, *, tracker: str = "none") -> None:
     """The writes a run makes to its own environment, before the training stack is imported."""
     apply_library_defaults()
-    tensorboard = ctx.platform.tensorboard_dir
-    if tensorboard and "://" not in tensorboard:
-        os.environ.setdefault(TENSORBOARD_ENV, tensorboard)  # Vertex's AIP_TENSORBOARD_LOG_DIR (FUSE path)
+    if tracker == "mlflow" and ctx.tracking.mlflow_file_store:  # mlflow ≥ 3 refuses a folder store without it
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
 def name_deepspeed_accelerator() -> None:

@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     job_argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     env = environment()
     if not job_argv or job_argv[0] != "train" or "--dry-run" in job_argv:
-        _exec([sys.executable, "-m", "job", *job_argv], clean_env(env))  # validate, predict: 1 process
+        _exec([sys.executable, "-m", "job", *job_argv], clean_env(env))  # validate, predict, evaluate: 1 process
     return exits.run(lambda: _launch(job_argv, env), name="launch", env=env)
 
 

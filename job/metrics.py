@@ -26,6 +26,7 @@ punctuation (Arabic, Hebrew, Indic, Ethiopic, Armenian, Georgian…), ``13a`` (s
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,93 +38,14 @@ import sacrebleu
 from nltk.stem import porter
 from rouge_score import rouge_scorer, tokenizers
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-METRICS = ("rouge", "bleu", "chrf", "chrfpp", "exact_match")
-"""Metric names a job may ask for; each produces the names in :data:`PRODUCES`."""
-PRODUCES: dict[str, tuple[str, ...]] = {
-    "rouge": ROUGE_TYPES,
-    "bleu": ("bleu",),
-    "chrf": ("chrf",),
-    "chrfpp": ("chrfpp",),
-    "exact_match": ("exact_match",),
-}
-GEN_LEN = "gen_len"
-LOSS = "loss"
+from job.metric_sets import GEN_LEN, PRODUCES, ROUGE_TYPES, check_metrics, default_metrics
 
-# Per-task defaults: the metrics people report for the task that need no downloads. All are cheap (1,000
-# summary-length pairs: ~3 s for all five on one CPU core, ROUGE about half of it, bench/metrics_speed.py); the
-# others are left out as noise for that task (exact match of a summary is ~0, nobody compares ROUGE of translations).
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "translation": ("bleu", "chrf", "chrfpp"),
-    "summarization": ("rouge", "chrf"),
-    "question_answering": ("exact_match", "rouge", "chrf"),  # rouge1 F1 ≈ SQuAD's token F1
-    "paraphrase": ("bleu", "chrf", "rouge"),
-    "code": ("exact_match", "bleu", "chrf"),  # SQL / code generation; chrF tracks human judgement better than BLEU
-    "grammar_correction": ("exact_match", "chrf", "bleu"),  # no ERRANT/M2 offline
-    "title": ("rouge", "chrf", "exact_match"),
-}
-
-
-def default_metrics(task: str | None = None) -> tuple[str, ...]:
-    """The metrics computed for ``task`` (a key of :data:`TASK_METRICS`); no task: all of :data:`METRICS`."""
-    if task is None:
-        return METRICS
-    if task not in TASK_METRICS:
-        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_METRICS)}")
-    return TASK_METRICS[task]
-
-
-def check_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
-    """``metrics`` without duplicates, in order; ValueError naming every unknown one and the allowed names."""
-    if isinstance(metrics, str):
-        raise ValueError(f"metrics must be a list of names, got the string {metrics!r}")
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        hint = " (chrF++ is called chrfpp)" if any(m.lower() == "chrf++" for m in unknown) else ""
-        raise ValueError(f"unknown metrics {', '.join(map(repr, unknown))}{hint}; allowed: {', '.join(METRICS)}")
-    return tuple(dict.fromkeys(metrics))
-
-
-def metric_names(metrics: Sequence[str]) -> tuple[str, ...]:
-    """The result names :func:`score` returns for ``metrics`` (``compute_metrics`` adds ``gen_len``)."""
-    return tuple(name for metric in check_metrics(metrics) for name in PRODUCES[metric])
-
-
-def best_metric_names() -> tuple[str, ...]:
-    """Every name ``metric_for_best_model`` may take: ``loss`` and every name a metric produces.
-
-    ``gen_len`` is not one: longer (or shorter) outputs are not a better model.
-    """
-    return (LOSS, *metric_names(METRICS))
-
-
-def greater_is_better(name: str) -> bool:
-    """Direction of a best-model metric (``eval_`` prefix allowed): only ``loss`` is better lower."""
-    bare = name.removeprefix("eval_")
-    if bare not in best_metric_names():
-        raise ValueError(f"unknown metric {name!r}; allowed: {', '.join(best_metric_names())}")
-    return bare != LOSS
-
+log = logging.getLogger(__name__)
 
 # --- Scripts and languages --------------------------------------------------------------------------------------
 
-CHAR_SCRIPTS = (
-    "Han",
-    "Hiragana",
-    "Katakana",
-    "Bopomofo",
-    "Yi",
-    "Thai",
-    "Lao",
-    "Khmer",
-    "Myanmar",
-    "Tai_Le",
-    "New_Tai_Lue",
-    "Tai_Tham",
-    "Tai_Viet",
-    "Javanese",
-    "Balinese",
-)
+_NO_SPACE_SCRIPTS = "Han Hiragana Katakana Bopomofo Yi Thai Lao Khmer Myanmar Tai_Le New_Tai_Lue Tai_Tham Tai_Viet"
+CHAR_SCRIPTS = (*_NO_SPACE_SCRIPTS.split(), "Javanese", "Balinese")
 """Scripts written without spaces between words: ROUGE counts one token per character (plus its marks)."""
 
 # Script_Extensions, so that the prolonged-sound mark ー and 〆 count as kana/Han; letters and digits only.
@@ -177,51 +99,24 @@ _LANGUAGES_BY_SCRIPT = {
 }
 _LANGUAGE_SCRIPT = {code: script for script, codes in _LANGUAGES_BY_SCRIPT.items() for code in codes.split()}
 # ISO 15924 subtags, as in zho_Hans (NLLB), zh-Hant-TW (BCP 47), srp_Cyrl.
-_SCRIPT_SUBTAG = {
-    "hans": "Han",
-    "hant": "Han",
-    "hani": "Han",
-    "jpan": "Japanese",
-    "hira": "Japanese",
-    "kana": "Japanese",
-    "kore": "Hangul",
-    "hang": "Hangul",
-    "thai": "Thai",
-    "laoo": "Lao",
-    "khmr": "Khmer",
-    "mymr": "Myanmar",
-    "latn": "Latin",
-    "cyrl": "Cyrillic",
-    "grek": "Greek",
-    "arab": "Other",
-    "hebr": "Other",
-    "deva": "Other",
-    "beng": "Other",
-    "guru": "Other",
-    "gujr": "Other",
-    "taml": "Other",
-    "telu": "Other",
-    "knda": "Other",
-    "mlym": "Other",
-    "sinh": "Other",
-    "orya": "Other",
-    "ethi": "Other",
-    "armn": "Other",
-    "geor": "Other",
-    "tibt": "Other",
-    "thaa": "Other",
+_SUBTAGS_BY_SCRIPT = {
+    "Han": "hans hant hani",
+    "Japanese": "jpan hira kana",
+    "Hangul": "kore hang",
+    "Thai": "thai",
+    "Lao": "laoo",
+    "Khmer": "khmr",
+    "Myanmar": "mymr",
+    "Latin": "latn",
+    "Cyrillic": "cyrl",
+    "Greek": "grek",
+    "Other": "arab hebr deva beng guru gujr taml telu knda mlym sinh orya ethi armn geor tibt thaa",
 }
+_SCRIPT_SUBTAG = {tag: script for script, tags in _SUBTAGS_BY_SCRIPT.items() for tag in tags.split()}
 SCRIPT_TOKENIZER = {
+    **dict.fromkeys(("Latin", "Cyrillic", "Greek", "Hangul"), "13a"),
+    **dict.fromkeys(("Japanese", "Thai", "Lao", "Khmer", "Myanmar"), "char"),
     "Han": "zh",
-    "Japanese": "char",
-    "Thai": "char",
-    "Lao": "char",
-    "Khmer": "char",
-    "Myanmar": "char",
-    "Latin": "13a",
-    "Cyrillic": "13a",
-    "Greek": "13a",
-    "Hangul": "13a",
     "Other": "intl",
 }
 """sacrebleu tokenizer for each script group (BLEU only; chrF needs no tokenizer)."""
@@ -408,28 +303,53 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
 
 
+def decode(tokenizer: Any, ids: Any) -> list[str]:
+    """Token ids (a padded array; -100 marks padding, as the Trainer gathers them) → stripped texts."""
+    if isinstance(ids, tuple):
+        ids = ids[0]
+    ids = np.where(np.asarray(ids) < 0, _pad_id(tokenizer), ids)
+    return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def mean_generated_length(tokenizer: Any, ids: Any) -> float:
+    """``gen_len``: the mean number of tokens that are not padding in each generated row."""
+    if isinstance(ids, tuple):
+        ids = ids[0]
+    ids = np.asarray(ids)
+    pad_id = _pad_id(tokenizer)
+    ids = np.where(ids < 0, pad_id, ids)
+    return round(float(np.mean(np.count_nonzero(ids != pad_id, axis=1))), 4) if len(ids) else 0.0
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def build_compute_metrics(
-    tokenizer: Any, *, metrics: Sequence[str] | None = None, target_lang: str | None = None
+    tokenizer: Any,
+    *,
+    metrics: Sequence[str] | None = None,
+    target_lang: str | None = None,
+    references: Sequence[str] | None = None,
 ) -> Callable[[Any], dict[str, float]]:
     """A ``compute_metrics`` for Seq2SeqTrainer with ``predict_with_generate=True``.
 
     Returns :func:`score`'s names for ``metrics`` (default: all of :data:`METRICS`) plus ``gen_len``, the mean
-    number of non-pad tokens generated.
+    number of non-pad tokens generated. ``references``: the evaluation set's targets as written, in its order
+    (the job passes them); without them the decoded labels are the references, which are cut at the
+    tokenized max target length and lose what the tokenizer cannot represent.
     """
     chosen = default_metrics() if metrics is None else check_metrics(metrics)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    texts = list(references) if references is not None else None
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
-        preds, labels = eval_prediction.predictions, eval_prediction.label_ids
-        if isinstance(preds, tuple):
-            preds = preds[0]
-        # -100 marks padding in labels (and in predictions gathered across processes); decode needs real ids.
-        preds = np.where(preds < 0, pad_id, preds)
-        labels = np.where(labels < 0, pad_id, labels)
-        decoded_preds = [p.strip() for p in tokenizer.batch_decode(preds, skip_special_tokens=True)]
-        decoded_labels = [t.strip() for t in tokenizer.batch_decode(labels, skip_special_tokens=True)]
-        result = score(decoded_preds, decoded_labels, metrics=chosen, target_lang=target_lang)
-        result[GEN_LEN] = round(float(np.mean(np.count_nonzero(preds != pad_id, axis=1))), 4)
+        predictions = decode(tokenizer, eval_prediction.predictions)
+        given = texts is not None and len(texts) == len(predictions)
+        if texts is not None and not given:
+            log.warning("%d references for %d predictions: scoring the decoded labels", len(texts), len(predictions))
+        references = texts if given else decode(tokenizer, eval_prediction.label_ids)
+        result = score(predictions, references, metrics=chosen, target_lang=target_lang)
+        result[GEN_LEN] = mean_generated_length(tokenizer, eval_prediction.predictions)
         return result
 
     return compute_metrics

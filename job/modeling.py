@@ -163,10 +163,12 @@ def _not_found(source: str, what: str, exc: Exception) -> str:
 def save_merged(adapter_dir: Path, out_dir: Path, *, base_model: str, params: Seq2SeqParams) -> None:
     """Reload the base model in full precision, merge the adapter into it and save a plain model."""
     from peft import PeftModel
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
     base = AutoModelForSeq2SeqLM.from_pretrained(base_model, token=params.token_value())
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    if (adapter_dir / "generation_config.json").is_file():  # the run's generation settings, not the base's
+        merged.generation_config = GenerationConfig.from_pretrained(str(adapter_dir))
     merged.save_pretrained(str(out_dir))
     AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out_dir))
     log.info("Merged model written to %s", out_dir)

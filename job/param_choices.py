@@ -1,4 +1,4 @@
-"""The closed sets some parameters choose from (optimizers, schedules, strategies, best-model metrics)."""
+"""The closed sets some parameters choose from (optimizers, schedules, strategies); metrics: job.metric_sets."""
 
 from __future__ import annotations
 
@@ -53,4 +53,3 @@ Scheduler = Literal[
     "warmup_stable_decay",
 ]
 Strategy = Literal["epoch", "steps", "no"]
-BEST_METRICS = ("loss", "rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len")

@@ -17,14 +17,16 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from job import metric_sets
 from job.errors import UserError
 from job.outputs.files import CHECKPOINTS
-from job.param_choices import BEST_METRICS, Optimizer, Scheduler, Strategy
+from job.param_choices import Optimizer, Scheduler, Strategy
 from job.param_names import REDACTED, SECRET_FIELDS, format_validation_error, reject_unknown
 from job.storage.uris import uri_problem
 
 ENV_PREFIX = "SEQ2SEQ_"  # SEQ2SEQ_LR=1e-4 (read by job.param_sources)
 PARAMS_ENV = ENV_PREFIX + "PARAMS"  # path to a JSON file, or inline JSON
+_LANG = "default tgt_lang, else the key of a translation.xx target column, else the references' script decides."
 
 
 def _field(default: Any, group: str, description: str, **kwargs: Any) -> Any:
@@ -115,7 +117,7 @@ class Seq2SeqParams(BaseSettings):
         True, "Training", "Finish with the best checkpoint by metric_for_best_model (needs evaluation)."
     )
     metric_for_best_model: str = _field(
-        "loss", "Training", "Metric that picks the best model and drives early stopping: " + ", ".join(BEST_METRICS)
+        "loss", "Training", "Picks the best model, drives early stopping: " + metric_sets.BEST_METRIC_HELP
     )
     early_stopping_patience: int = _field(
         5, "Training", "Stop after this many evaluations without improvement; 0 = never stop early.", ge=0
@@ -134,6 +136,16 @@ class Seq2SeqParams(BaseSettings):
     )
     sort_eval_by_length: bool = _field(
         True, "Evaluation", "Generate for the validation set in length order (less padding, faster evaluation)."
+    )
+    task: str = _field("auto", "Evaluation", metric_sets.TASK_HELP)
+    metrics: str | None = _field(None, "Evaluation", metric_sets.METRICS_HELP)
+    target_language: str | None = _field(
+        None, "Evaluation", "Targets' language for BLEU's tokenizer and ROUGE's stemmer (de, zh, ja_XX…); " + _LANG
+    )
+    length_penalty: float = _field(1.0, "Evaluation", "Beam search: > 1 favours longer outputs; needs num_beams > 1.")
+    no_repeat_ngram_size: int = _field(0, "Evaluation", "Generate no n-gram of this size twice; 0 = off.", ge=0)
+    test_split: str | None = _field(
+        None, "Evaluation", "Held-out split the final model is scored on (test_* metrics, predictions.jsonl)."
     )
 
     # --- Output -----------------------------------------------------------------------------------------
@@ -209,7 +221,7 @@ class Seq2SeqParams(BaseSettings):
                 continue
             if isinstance(value, str) and value.strip().lower() in ("none", "null", "") and _accepts_none(info):
                 out[key] = None
-            elif key == "target_modules" and isinstance(value, list | tuple):
+            elif key in ("target_modules", "metrics") and isinstance(value, list | tuple):
                 out[key] = ",".join(str(v) for v in value)
         return out
 
@@ -217,9 +229,22 @@ class Seq2SeqParams(BaseSettings):
     @classmethod
     def _metric(cls, value: str) -> str:
         name = value.removeprefix("eval_")
-        if name not in BEST_METRICS:
-            raise ValueError(f"must be one of {', '.join(BEST_METRICS)}")
+        if name not in (*metric_sets.best_metric_names(), metric_sets.GEN_LEN):
+            raise ValueError(f"must be one of {', '.join(metric_sets.best_metric_names())}")
         return name
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, value: str | None) -> str | None:
+        names = [name.strip() for name in value.split(",") if name.strip()] if value else []
+        return ",".join(metric_sets.check_metrics(names)) if names else None
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, value: str) -> str:
+        if value != "auto" and value not in metric_sets.TASK_METRICS:
+            raise ValueError(f"must be auto or one of {', '.join(metric_sets.TASK_METRICS)}")
+        return value
 
     @field_validator("resume")
     @classmethod
@@ -283,9 +308,18 @@ class Seq2SeqParams(BaseSettings):
                 problems.append(problem)
         if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
             problems.append(f"s3_endpoint_url={self.s3_endpoint_url} must start with http:// or https://")
+        problems += self._evaluation_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _evaluation_problems(self) -> list[str]:
+        problems = []
+        if problem := metric_sets.best_metric_problem(self.metric_for_best_model, self.resolved_metrics):
+            problems.append(f"metric_for_best_model={self.metric_for_best_model}: {problem}")
+        if self.length_penalty != 1.0 and self.num_beams == 1:
+            problems.append(f"length_penalty={self.length_penalty} applies only to beam search: set num_beams > 1")
+        return problems
 
     # --- derived values ---------------------------------------------------------------------------------
     @property
@@ -301,6 +335,19 @@ class Seq2SeqParams(BaseSettings):
     @property
     def resolved_generation_max_length(self) -> int:
         return self.generation_max_length or self.max_target_length
+
+    @property
+    def resolved_task(self) -> str | None:
+        columns = (self.text_column, self.target_column)
+        return metric_sets.resolve_task(self.task, languages=(self.src_lang, self.tgt_lang), columns=columns)
+
+    @property
+    def resolved_metrics(self) -> tuple[str, ...]:
+        return metric_sets.resolve_metrics(self.metrics.split(",") if self.metrics else None, self.resolved_task)
+
+    @property
+    def resolved_target_language(self) -> str | None:
+        return self.target_language or self.tgt_lang or metric_sets.column_language(self.target_column)
 
     @property
     def target_module_list(self) -> str | list[str]:

@@ -20,13 +20,15 @@ from typing import Any
 from job import resume, storage
 from job.context import RunContext, apply_process_env, name_deepspeed_accelerator, read_context, storage_settings
 from job.data import DataBundle, load_data
+from job.generation import generation_settings
 from job.hub import check_push, push_outputs
 from job.outputs.folder import Outputs
-from job.outputs.report import Machine, distributed_facts, final_figures, peak_memory
+from job.outputs.report import Machine, distributed_facts, final_evaluation, final_figures, peak_memory
 from job.params import Seq2SeqParams
 from job.preflight import check, check_launched
 from job.preprocess import TokenizedData, tokenize_data
 from job.reporters import Reporters
+from job.tracking import log_outputs, track
 from job.training.deepspeed import zero_stage
 
 log = logging.getLogger(__name__)
@@ -52,22 +54,33 @@ def train(params: Seq2SeqParams, ctx: RunContext | None = None) -> dict[str, Any
     tokenizer = load_tokenizer(source, params)
     tokens = _tokenize(params, data, tokenizer)
     outputs.record(data={"splits": data.as_dict(), "tokens": tokens.as_dict()}, **_setup_facts(params, ctx))
+    outputs.record_evaluation(params.resolved_metrics, params.resolved_target_language, generation_settings(params))
     model = load_model(source, params, tokenizer, local_rank=ctx.process.local_rank)
     reporters = Reporters.for_run(params, ctx)  # TrainJob progress, the tuning objective
-    trainer = _build_trainer(
-        params, ctx, model=model, tokenizer=tokenizer, tokens=tokens, outputs=outputs, reporters=reporters
-    )
-    final = _fit_and_evaluate(trainer, params, ctx, start=start, tokens=tokens, outputs=outputs)
-    # Every rank takes part: under ZeRO-3 saving gathers the sharded weights; only rank 0 writes files.
-    trainer.save_model(str(outputs.root))
-    if not trainer.is_world_process_zero():
-        return final
-    objective = reporters.finish(final, step=trainer.state.global_step, epoch=trainer.state.epoch)
-    metrics = outputs.finish(
-        final={**final, **({"objective": objective} if objective else {})}, tokenizer=tokenizer, base_model=source
-    )
-    if params.push_to_hub:
-        push_outputs(params)
+    with track(params, ctx.tracking, main_process=ctx.process.is_main) as tracker:  # one run, closed either way
+        trainer = _build_trainer(
+            params, ctx, model=model, tokenizer=tokenizer, tokens=tokens, outputs=outputs, reporters=reporters
+        )
+        if tracker is not None:
+            trainer.add_callback(tracker)
+        final = _fit_and_evaluate(trainer, params, ctx, start=start, tokens=tokens, outputs=outputs)
+        # Every rank takes part: under ZeRO-3 saving gathers the sharded weights; only rank 0 writes files.
+        trainer.save_model(str(outputs.root))
+        if tokens.test is not None:  # every rank generates its share of the test split with the final model
+            final.update(_score_test(trainer, params, tokens=tokens, data=data, outputs=outputs))
+        if not trainer.is_world_process_zero():
+            return final
+        objective = reporters.finish(final, step=trainer.state.global_step, epoch=trainer.state.epoch)
+        metrics = outputs.finish(
+            final={**final, **({"objective": objective} if objective else {})},
+            tokenizer=tokenizer,
+            base_model=source,
+            model=trainer.model,
+            log_history=trainer.state.log_history,
+        )
+        log_outputs(tracker, metrics, root=outputs.root, step=trainer.state.global_step)
+        if params.push_to_hub:
+            push_outputs(params)
     return metrics
 
 
@@ -89,7 +102,7 @@ def prepare(params: Seq2SeqParams, ctx: RunContext | None) -> RunContext:
     if ctx is None:
         ctx = read_context()
         check(params, ctx)  # preflight() already ran these checks for a context it built
-    apply_process_env(ctx)
+    apply_process_env(ctx, tracker=params.log)
     storage.configure(_storage_settings(params, ctx))
     return ctx
 
@@ -152,14 +165,17 @@ def _build_trainer(
 def _fit_and_evaluate(
     trainer: Any, params: Seq2SeqParams, ctx: RunContext, *, start: resume.Plan, tokens: TokenizedData, outputs: Outputs
 ) -> dict[str, Any]:
-    """Train (stopping cleanly on SIGTERM), then the final figures and the one final evaluation."""
+    """Train (stopping cleanly on SIGTERM), then the final figures and the final model's evaluation.
+
+    The final evaluation is the one the Trainer made of the model it ends with (the best checkpoint, or the last
+    step; job.training.callbacks.EvaluateAtEnd with eval_strategy=no): reported once, never run a second time.
+    """
+    from job.evaluation import log_scores
     from job.training import preemption
-    from job.training.callbacks import OnEvaluate
 
     with preemption.handle_signals():  # SIGTERM/SIGINT: checkpoint at the next step, then Preempted (exit 143)
         result = trainer.train(resume_from_checkpoint=start.checkpoint)
     preemption.raise_if_stopped(wait=outputs.publisher.wait)  # uploads in flight finish first
-    trainer.remove_callback(OnEvaluate)  # the final evaluation below is reported once, as the final metrics
     final = final_figures(
         dict(result.metrics),
         global_step=trainer.state.global_step,
@@ -167,10 +183,37 @@ def _fit_and_evaluate(
         resumed_from_step=start.step,
         train_tokens_per_epoch=tokens.stats["train"].non_padding_tokens,
     )
-    if tokens.valid is not None:
-        final.update(trainer.evaluate())
+    state = trainer.state
+    best = trainer.args.load_best_model_at_end and state.best_model_checkpoint and state.best_global_step
+    final.update(final_evaluation(outputs.evaluations, step=best or state.global_step))
+    if "final_model_step" in final:
+        which = f"the best by eval_{params.metric_for_best_model}" if best else "the last step"
+        log_scores(f"Final model: step {final['final_model_step']} ({which})", _evals(final))
     final.update(peak_memory(cuda=bool(ctx.cuda_devices)))
     return final
+
+
+def _evals(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k.startswith("eval_") and "runtime" not in k}
+
+
+def _score_test(
+    trainer: Any, params: Seq2SeqParams, *, tokens: TokenizedData, data: DataBundle, outputs: Outputs
+) -> dict[str, Any]:
+    """The final model's test_* scores; predictions.jsonl (input, reference, prediction) on the main process."""
+    from job import evaluation
+
+    scores, predictions = evaluation.score_split(
+        trainer,
+        tokens.test,
+        data.test,
+        metrics=params.resolved_metrics,
+        target_language=params.resolved_target_language,
+    )
+    if trainer.is_world_process_zero():
+        outputs.write_predictions(data.test, predictions)
+        evaluation.log_scores(f"Test split {params.test_split!r}", scores)
+    return scores
 
 
 def _storage_settings(params: Seq2SeqParams, ctx: RunContext) -> storage.StorageSettings:
@@ -182,12 +225,20 @@ def _load_data(params: Seq2SeqParams) -> DataBundle:
         data_path=storage.localize(params.data_path, cache_dir=params.cache_dir, what="data_path"),
         train_split=params.train_split,
         valid_split=params.valid_split,
+        test_split=params.test_split,
         text_column=params.text_column,
         target_column=params.target_column,
         max_samples=params.max_samples,
         token=params.token_value(),
         num_proc=params.preprocessing_num_workers,
+        languages=_languages(params),
     )
+
+
+def _languages(params: Seq2SeqParams) -> tuple[str, str] | None:
+    """src_lang/tgt_lang, to find a translation dict column's keys when no column names were given."""
+    named = {"text_column", "target_column"} & params.model_fields_set
+    return (params.src_lang, params.tgt_lang) if params.src_lang and params.tgt_lang and not named else None
 
 
 def _model_source(params: Seq2SeqParams, data: DataBundle, *, work_dir: Path) -> str:

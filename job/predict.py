@@ -1,16 +1,18 @@
 """Generate with a trained output folder: ``seq2seq-job predict --model-dir OUT --input-file data.csv``.
 
 transformers 5 removed the ``summarization`` / ``text2text-generation`` pipelines; this is the small,
-batched replacement for a job's own outputs. It reads ``source_prefix`` (and the generation length) from the
-folder's ``training_params.json`` so inputs are prepared exactly as in training, loads an adapter folder through
-peft, batches inputs by length and returns predictions in the input order.
+batched replacement for a job's own outputs. It reads ``source_prefix`` from the folder's
+``training_params.json`` so inputs are prepared exactly as in training, generates with the folder's
+``generation_config.json`` (the settings the run was evaluated with, :mod:`job.generation`) unless flags
+override them, loads an adapter folder through peft, batches inputs by length and returns predictions in the
+input order.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +57,31 @@ def predict(
     *,
     model_dir: Path,
     batch_size: int = 16,
-    max_new_tokens: int | None = None,
-    num_beams: int | None = None,
     source_prefix: str | None = None,
+    generation_overrides: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Predictions for ``texts``, in order. Unset options come from the folder's training_params.json."""
+    """Predictions for ``texts``, in order.
+
+    ``source_prefix`` (default: the training run's) goes before every input; ``generation_overrides`` (e.g.
+    ``{"num_beams": 4}``; None values ignored) go over the folder's generation settings.
+    """
+    from job import generation
+
     trained = training_params(model_dir)
     prefix = trained.get("source_prefix", "") if source_prefix is None else source_prefix
-    max_new = max_new_tokens or trained.get("generation_max_length") or trained.get("max_target_length") or 128
-    beams = num_beams or trained.get("num_beams") or 1
     max_len = trained.get("max_seq_length")
     tokenizer, model = load_for_inference(model_dir)
+    settings = generation.for_inference(model, model_dir, overrides=generation_overrides or {}, trained=trained)
+    log.info("Generating with %s", ", ".join(f"{k}={v}" for k, v in settings.items()))
+    return generate_texts(
+        texts, model=model, tokenizer=tokenizer, prefix=prefix, batch_size=batch_size, max_len=max_len
+    )
+
+
+def generate_texts(
+    texts: Sequence[str], *, model: Any, tokenizer: Any, prefix: str, batch_size: int, max_len: int | None
+) -> list[str]:
+    """``model.generate`` (with its generation config) for ``prefix + text`` of every text, in batches."""
     # Longest first: batches of near-equal length pad little, and an out-of-memory shows up at once.
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
     results: list[str] = [""] * len(texts)
@@ -80,7 +96,7 @@ def predict(
                 max_length=max_len,
             )
             enc = enc.to(model.device)
-            ids = model.generate(**enc, max_new_tokens=max_new, num_beams=beams)
+            ids = model.generate(**enc)
             for i, text in zip(batch, tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):
                 results[i] = text.strip()
             log.info("predicted %d/%d", min(start + batch_size, len(order)), len(order))

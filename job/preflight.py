@@ -20,6 +20,7 @@ from job.errors import UserError
 from job.param_sources import load_params
 from job.params import Seq2SeqParams
 from job.platforms.overrides import apply_platform
+from job.tracking.checks import tracking_problems
 from job.training.deepspeed import deepspeed_problems
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,7 @@ def machine_problems(params: Seq2SeqParams, ctx: RunContext) -> list[str]:
             f"resume={params.resume}: no such folder; give a checkpoint-N folder (or a folder of them), an "
             "s3:// URI, auto or never"
         )
-    if params.log != "none" and importlib.util.find_spec(params.log) is None:
-        problems.append(f"log={params.log} needs the {params.log} package: pip install 'seq2seq-job[loggers]'")
+    problems += tracking_problems(params.log, ctx.tracking)
     installed = importlib.util.find_spec("deepspeed") is not None if params.deepspeed else True
     problems += deepspeed_problems(params, cuda=cuda, installed=installed)
     return problems

@@ -60,6 +60,8 @@ class TokenizedData:
     train: datasets.Dataset
     valid: datasets.Dataset | None
     stats: dict[str, SplitTokens]
+    test: datasets.Dataset | None = None  # in the data's row order (job.evaluation sorts it for generation)
+    valid_references: list[str] | None = None  # the validation targets as written, in the order of ``valid``
 
     def as_dict(self) -> dict[str, Any]:
         return {name: asdict(split) for name, split in self.stats.items()}
@@ -89,7 +91,7 @@ def tokenize_data(
     num_proc: int | None = None,
     sort_valid_by_length: bool = True,
 ) -> TokenizedData:
-    """Tokenize train (and validation) and collect length statistics."""
+    """Tokenize train (and validation and test) and collect length statistics."""
     if not source_prefix and _looks_like_t5_without_prefix(tokenizer):
         log.info("T5-style model and no source_prefix: consider e.g. source_prefix='summarize: '")
 
@@ -108,7 +110,8 @@ def tokenize_data(
 
     splits: dict[str, datasets.Dataset] = {}
     stats: dict[str, SplitTokens] = {}
-    for name, split in (("train", data.train), ("validation", data.valid)):
+    references: list[str] | None = None
+    for name, split in (("train", data.train), ("validation", data.valid), ("test", data.test)):
         if split is None:
             continue
         try:
@@ -124,11 +127,10 @@ def tokenize_data(
             raise UserError(f"could not tokenize the {name} split: {exc}") from None
         stats[name] = _measure(tokenized, max_seq_length, max_target_length)
         tokenized = tokenized.remove_columns([_FULL_IN, _FULL_OUT])
-        if name == "validation" and sort_valid_by_length:
-            # Generation pads every batch to its longest input; sorted rows make batches of near-equal length.
-            tokenized = tokenized.sort(LENGTH, reverse=True)
+        if name == "validation":
+            tokenized, references = _generation_order(tokenized, split[TARGET], sort=sort_valid_by_length)
         splits[name] = tokenized
-    result = TokenizedData(train=splits["train"], valid=splits.get("validation"), stats=stats)
+    result = TokenizedData(splits["train"], splits.get("validation"), stats, splits.get("test"), references)
     log.info("Token lengths before truncation:\n%s", result.describe())
     for name, split_stats in stats.items():
         if split_stats.inputs.truncated_share > 0.1:
@@ -139,6 +141,19 @@ def tokenize_data(
                 max_seq_length,
             )
     return result
+
+
+def _generation_order(
+    tokenized: datasets.Dataset, references: list[str], *, sort: bool
+) -> tuple[datasets.Dataset, list[str]]:
+    """The validation rows longest first (with ``sort``) and their references as written, in that order.
+
+    Generation pads every batch to its longest input: sorted rows make batches of near-equal length.
+    """
+    if not sort:
+        return tokenized, references
+    order = np.argsort(-np.asarray(tokenized[LENGTH]), kind="stable")
+    return tokenized.select(order), [references[i] for i in order]
 
 
 def _measure(tokenized: datasets.Dataset, max_seq_length: int, max_target_length: int) -> SplitTokens:

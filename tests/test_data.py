@@ -509,6 +509,120 @@ def test_list_column_names_row(tmp_path: Path) -> None:
     )
 
 
+# ------------------------------------------------------------------------------------ WMT-style dict columns
+PAIRS = [("the red cat", "die rote Katze"), ("a small dog", "ein kleiner Hund"), ("one bird", "ein Vogel")]
+WMT_ROWS = [{"translation": {"en": en, "de": de}, "id": i} for i, (en, de) in enumerate(PAIRS)]
+EN, DE = [en for en, _ in PAIRS], [de for _, de in PAIRS]
+
+
+def _translation_feature_dir(tmp_path: Path) -> Path:
+    """A save_to_disk folder shaped like a Hub WMT dataset: one column with the Translation feature."""
+    features = datasets.Features({"translation": datasets.Translation(languages=["de", "en"])})
+    folder = tmp_path / "wmt"
+    datasets.Dataset.from_list([{"translation": r["translation"]} for r in WMT_ROWS], features=features).save_to_disk(
+        str(folder)
+    )
+    return folder
+
+
+# kwargs of load_data → (source texts, target texts); every case loads WMT_ROWS
+NESTED: dict[str, tuple[dict[str, Any], list[str], list[str]]] = {
+    "dotted_columns": ({"text_column": "translation.en", "target_column": "translation.de"}, EN, DE),
+    "dotted_columns_reversed": ({"text_column": "translation.de", "target_column": "translation.en"}, DE, EN),
+    "mbart_codes_find_the_keys": ({"languages": ("en_XX", "de_DE")}, EN, DE),
+    "plain_codes_find_the_keys": ({"languages": ("de", "en")}, DE, EN),
+}
+
+
+@pytest.mark.parametrize("case", list(NESTED))
+@pytest.mark.parametrize("shape", ["jsonl", "translation_feature"])
+def test_translation_dict_columns(tmp_path: Path, case: str, shape: str) -> None:
+    kwargs, sources, targets = NESTED[case]
+    path = _write(tmp_path / "data.jsonl", WMT_ROWS) if shape == "jsonl" else _translation_feature_dir(tmp_path)
+    bundle = _load(tmp_path, path, **kwargs)
+    assert bundle.train.column_names == [SOURCE, TARGET]
+    assert (bundle.train[SOURCE], bundle.train[TARGET]) == (sources, targets)
+
+
+def test_languages_are_used_only_when_the_columns_are_missing(tmp_path: Path, caplog) -> None:
+    path = _write(tmp_path / "data.jsonl", WMT_ROWS)
+    with caplog.at_level(logging.INFO, logger="job.data"):
+        _load(tmp_path, path, languages=("en_XX", "de_DE"))
+    assert f"Using columns translation.en → translation.de of data file '{path}' (the languages en_XX → de_DE)" in [
+        r.getMessage() for r in caplog.records
+    ]
+    plain = _write(tmp_path / "plain.jsonl", [{"text": "x", "target": "y", "translation": {"en": "a", "de": "b"}}])
+    assert _load(tmp_path, plain, languages=("en_XX", "de_DE")).train[SOURCE] == ["x"]
+
+
+def test_a_key_missing_in_some_rows_drops_those_rows(tmp_path: Path) -> None:
+    rows = [*WMT_ROWS, {"translation": {"en": "no German here"}, "id": 9}]
+    bundle = _load(tmp_path, _write(tmp_path / "data.jsonl", rows), languages=("en", "de"))
+    assert bundle.train[TARGET] == DE and bundle.reports["train"].dropped_empty == 1
+
+
+# kwargs and rows (None: WMT_ROWS as JSON lines) → the one-line error
+NESTED_ERRORS: dict[str, tuple[dict[str, Any], list[dict[str, Any]] | None, str]] = {
+    "missing_key": (
+        {"text_column": "translation.fr", "target_column": "translation.de"},
+        None,
+        "column 'translation' of split 'train' in data file '{path}' has no key 'fr' (text_column='translation.fr');"
+        " keys are: 'translation.en', 'translation.de'. Set text_column to one of them",
+    ),
+    "not_dicts": (
+        {"text_column": "translation.en", "target_column": "target"},
+        [{"translation": None, "target": "a"}, {"translation": '{"en": "x"}', "target": "b"}],
+        "text_column='translation.en' needs column 'translation' to hold dicts (such as {'en': ..., 'de': ...}), but "
+        """in split 'train' in data file '{path}' it holds a str at row 1 (0-based): '{"en": "x"}'""",
+    ),
+    "json_dicts_and_a_string": (  # rows of different shapes: datasets' Json feature, checked row by row
+        {"text_column": "translation.en", "target_column": "translation.de"},
+        [*WMT_ROWS[:2], {"translation": "the red cat → die rote Katze", "id": 2}],
+        "text_column='translation.en' needs column 'translation' to hold dicts (such as {'en': ..., 'de': ...}), but "
+        "in split 'train' in data file '{path}' it holds a str at row 2 (0-based): 'the red cat → die rote Katze'",
+    ),
+    "json_key_in_no_row": (
+        {"text_column": "translation.en", "target_column": "translation.fr"},
+        [*WMT_ROWS, {"translation": {"en": "x"}, "id": 3}],
+        "column 'translation' of split 'train' in data file '{path}' has no key 'fr' (target_column='translation.fr');"
+        " keys are: 'translation.en', 'translation.de'. Set target_column to one of them",
+    ),
+    "default_columns_list_the_keys": (
+        {},
+        None,
+        "column 'text' (text_column) not found in data file '{path}'; columns are: 'translation', 'id' (keys of "
+        "dict columns: translation.en, translation.de). Set text_column to one of them",
+    ),
+    "languages_not_in_the_keys": (
+        {"languages": ("en_XX", "fr_XX")},
+        None,
+        "column 'text' (text_column) not found in data file '{path}'; columns are: 'translation', 'id' (keys of "
+        "dict columns: translation.en, translation.de). Set text_column to one of them",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NESTED_ERRORS))
+def test_translation_dict_column_errors(tmp_path: Path, case: str) -> None:
+    kwargs, rows, expected = NESTED_ERRORS[case]
+    path = _write(tmp_path / "data.jsonl", WMT_ROWS if rows is None else rows)
+    _expect(_load_error(tmp_path, path, **kwargs), expected, path=path)
+
+
+def test_test_split_loads_like_the_others(tmp_path: Path) -> None:
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    for split, rows in (("train", ROWS[:10]), ("validation", ROWS[10:14]), ("test", ROWS[14:])):
+        _write(folder / f"{split}.csv", rows)
+    bundle = _load(tmp_path, folder, valid_split="validation", test_split="test[:3]")
+    assert bundle.test is not None and bundle.test[SOURCE] == [r["text"] for r in ROWS[14:17]]
+    assert bundle.as_dict()["test"] == {"name": "test[:3]", "rows_read": 3, "dropped_empty": 0, "rows": 3}
+    assert "test" not in _load(tmp_path, folder).as_dict()
+    single = _write(tmp_path / "one.csv", ROWS)
+    message = _load_error(tmp_path, single, test_split="test")
+    assert message.startswith(f"data_path '{single}' is a single file and holds only one split, so test_split='test'")
+
+
 def test_column_swap(tmp_path: Path) -> None:
     path = _write(tmp_path / "data.csv", ROWS[:3])
     bundle = _load(tmp_path, path, text_column="target", target_column="text")

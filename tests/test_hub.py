@@ -219,7 +219,8 @@ def test_train_pushes_the_final_model_card_and_metrics(hub_double, tiny_t5_dir, 
     } <= set(files)
     assert not any(name.startswith(("checkpoints/", "logs/")) or name == "manifest.json" for name in files)
     card = files["README.md"].decode()
-    assert "rouge1" in card and "base_model:" in card
+    assert "rouge1" in card and 'from_pretrained("alice/keywords-t5")' in card  # the snippet loads the pushed repo
+    assert "base_model:" not in card  # a local folder is no Hub id: the Hub would reject it as metadata
     assert json.loads(files["metrics.json"])["status"] == "completed"
     assert json.loads(files["training_params.json"])["token"] == "***"
     # the token reached the Hub's Authorization header, and no file or log line

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from matplotlib import image as mpimg
 
-from job.model_card import plot_curves, render_card, usage_snippet
+from job.outputs.card import plot_curves, render_card, usage_snippet
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EVALUATIONS = [
@@ -33,14 +33,8 @@ TRAIN_LOSSES = [{"step": s, "loss": 4.0 / s} for s in range(1, 51, 3)]
 GENERATION = {"max_new_tokens": 8, "num_beams": 2, "length_penalty": 1.0, "no_repeat_ngram_size": 3}
 HYPER = {"lr": 5e-5, "epochs": 3, "batch_size": 8, "optimizer": "adamw_torch"}
 FINAL = {
-    "eval_loss": 0.6,
-    "eval_rouge1": 70.0,
-    "eval_rougeL": 60.0,
-    "eval_chrf": 65.0,
-    "eval_gen_len": 11.5,
-    "eval_runtime": 0.8,
-    "train_runtime": 12.5,
-    "epoch": 2.5,
+    **{"eval_loss": 0.6, "eval_rouge1": 70.0, "eval_rougeL": 60.0, "eval_chrf": 65.0, "eval_gen_len": 11.5},
+    **{"eval_runtime": 0.8, "train_runtime": 12.5, "epoch": 2.5},
 }
 
 
@@ -256,3 +250,24 @@ def test_snippet_sets_mbart_languages(tiny_models: dict[str, Path]) -> None:
     assert tokenizer.convert_ids_to_tokens(int(ns["inputs"]["input_ids"][0][0])) == "en_XX"
     # generation starts from the decoder start token, then the forced target language code
     assert tokenizer.convert_ids_to_tokens(int(ns["outputs"][0][1])) == "de_DE"
+
+
+def test_card_test_scores_and_train_losses_from_the_trainer_history() -> None:
+    from job.outputs.card import train_losses
+
+    test = {
+        "test_bleu": 31.5,
+        "test_chrf": 58.25,
+        "test_loss": 0.9,
+        "test_runtime": 1.5,
+        "test_samples_per_second": 9.0,
+    }
+    card = _card(metrics={**FINAL, **test})
+    rows = {row[0]: row[1:] for row in _table_rows(card, "### Test")}
+    assert rows == {"bleu": ["31.50", "higher"], "chrf": ["58.25", "higher"], "loss": ["0.9000", "lower"]}
+    assert "test_" not in card.split("## Training", 1)[1]  # test scores are not training figures
+    history = [{"loss": 2.0, "step": 1, "epoch": 0.1}, {"eval_loss": 1.5, "step": 2}, {"loss": 1.0, "step": 3}]
+    assert train_losses([*history, {"train_loss": 1.5, "step": 3}]) == [
+        {"step": 1, "loss": 2.0},
+        {"step": 3, "loss": 1.0},
+    ]

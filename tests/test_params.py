@@ -55,6 +55,12 @@ def test_defaults_match_the_documented_ones() -> None:
         tgt_lang=None,
         preprocessing_num_workers=None,
         metric_for_best_model="loss",
+        task="auto",
+        metrics=None,
+        target_language=None,
+        length_penalty=1.0,
+        no_repeat_ngram_size=0,
+        test_split=None,
     )
     assert {k: getattr(p, k) for k in expected} == expected
 
@@ -116,7 +122,13 @@ def test_json_list_of_target_modules() -> None:
         ({"mixed_precision": "fp8"}, ["mixed_precision='fp8'", "'bf16'"]),
         ({"quantization": "int2"}, ["quantization='int2'", "'int4'", "'none'"]),
         ({"log": "neptune"}, ["log='neptune'", "tensorboard"]),
-        ({"metric_for_best_model": "bleu"}, ["metric_for_best_model", "rougeLsum"]),
+        ({"metric_for_best_model": "bleu4"}, ["metric_for_best_model='bleu4'", "rougeLsum, bleu, chrf, chrfpp"]),
+        ({"task": "summarization", "metric_for_best_model": "bleu"}, ["=bleu: bleu is not computed", "add bleu to"]),
+        ({"metric_for_best_model": "gen_len"}, ["gen_len is a length", "choose loss, rouge1"]),
+        ({"metrics": "rouge,chrf++"}, ["metrics='rouge,chrf++'", "chrF++ is called chrfpp"]),
+        ({"task": "poetry"}, ["task='poetry'", "auto or one of translation, summarization"]),
+        ({"length_penalty": 0.8}, ["length_penalty=0.8", "num_beams > 1"]),
+        ({"no_repeat_ngram_size": -1}, ["no_repeat_ngram_size=-1"]),
         ({"src_lang": "en_XX"}, ["src_lang and tgt_lang"]),
         ({"push_to_hub": True}, ["push_to_hub needs username"]),
         ({"eval_strategy": "steps"}, ["eval_steps"]),
@@ -131,6 +143,37 @@ def test_validation_errors_name_the_field_and_allowed_values(kwargs, fragments) 
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message
+
+
+ALL_METRICS = ("rouge", "bleu", "chrf", "chrfpp", "exact_match")
+TRANSLATION = ("bleu", "chrf", "chrfpp")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "task", "metrics", "language"),
+    [
+        ({}, None, ALL_METRICS, None),
+        ({"task": "summarization"}, "summarization", ("rouge", "chrf"), None),
+        ({"src_lang": "en_XX", "tgt_lang": "ru_RU"}, "translation", TRANSLATION, "ru_RU"),
+        ({"text_column": "translation.en", "target_column": "translation.ru"}, "translation", TRANSLATION, "ru"),
+        ({"target_column": "answers.text"}, None, ALL_METRICS, None),  # "text" is no language code
+        ({"task": "summarization", "metrics": ["chrf", "bleu", "chrf"]}, "summarization", ("chrf", "bleu"), None),
+        ({"metrics": " exact_match , rouge"}, None, ("exact_match", "rouge"), None),
+        ({"target_language": "zh", "target_column": "translation.ja"}, "translation", TRANSLATION, "zh"),
+        ({"src_lang": "en_XX", "tgt_lang": "ja_XX", "target_language": "ja"}, "translation", TRANSLATION, "ja"),
+    ],
+)
+def test_task_picks_the_metrics_and_the_target_language(kwargs, task, metrics, language) -> None:
+    params = Seq2SeqParams(data_path="x", **kwargs)
+    assert (params.resolved_task, params.resolved_metrics, params.resolved_target_language) == (task, metrics, language)
+
+
+def test_metric_for_best_model_takes_every_computed_name() -> None:
+    for name in ("loss", "rouge1", "rougeLsum", "bleu", "chrf", "chrfpp", "exact_match"):
+        assert Seq2SeqParams(data_path="x", metric_for_best_model=f"eval_{name}").metric_for_best_model == name
+    assert (
+        Seq2SeqParams(data_path="x", task="translation", metric_for_best_model="chrf").resolved_metrics == TRANSLATION
+    )
 
 
 def test_all_problems_are_reported_at_once() -> None:

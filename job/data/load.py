@@ -7,7 +7,7 @@ rows, apply ``max_samples``, and rename the columns to :data:`~job.data.formats.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import datasets
@@ -17,6 +17,7 @@ import pyarrow as pa
 from job.data.columns import as_text, nonempty
 from job.data.diagnostics import utf8_error
 from job.data.formats import SOURCE, TARGET
+from job.data.nested import language_columns, nested_names, with_nested_columns
 from job.data.sources import DataSource, open_source
 from job.data.splits import SplitSpec, parse_split
 from job.errors import UserError
@@ -43,14 +44,18 @@ class DataBundle:
 
     train: datasets.Dataset
     valid: datasets.Dataset | None
-    reports: dict[str, SplitReport]  # keys "train" and (when a validation split was asked for) "validation"
+    reports: dict[str, SplitReport]  # keys "train" and (when asked for) "validation" and "test"
+    test: datasets.Dataset | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """Return a JSON-able summary for metrics.json: one entry per split (``None`` when absent)."""
-        return {
+        """Return a JSON-able summary for metrics.json: one entry per split (``None`` when absent; test if asked)."""
+        summary = {
             "train": asdict(self.reports["train"]),
             "validation": asdict(self.reports["validation"]) if "validation" in self.reports else None,
         }
+        if "test" in self.reports:
+            summary["test"] = asdict(self.reports["test"])
+        return summary
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class _Options:
     target_column: str
     max_samples: int | None
     num_proc: int | None
+    languages: tuple[str, str] | None = None  # no column names given: find the dict column of these two keys
 
 
 def load_data(
@@ -74,20 +80,25 @@ def load_data(
     token: str | None = None,
     cache_dir: str | None = None,
     num_proc: int | None = None,
+    test_split: str | None = None,
+    languages: tuple[str, str] | None = None,
 ) -> DataBundle:
-    """Load, check and trim the training (and optional validation) split.
+    """Load, check and trim the training (and optional validation and test) split.
 
     Args:
         data_path: a data file, a folder of ``{split}.<ext>`` files, a ``save_to_disk`` folder, or a Hub
             dataset id (``name`` or ``name:config``).
         train_split: split expression for training, e.g. ``train`` or ``train[:90%]``.
         valid_split: split expression for validation, or ``None`` for no validation split.
-        text_column: the input text column.
-        target_column: the target text column.
+        text_column: the input text column; ``column.key`` is a key of a dict column (``translation.en``).
+        target_column: the target text column, likewise.
         max_samples: keep at most this many rows of each split (the first ones, after dropping empty rows).
         token: Hugging Face token for private Hub datasets.
         cache_dir: the ``datasets`` cache folder.
         num_proc: processes for reading/converting.
+        test_split: split expression of a held-out test split, or ``None``.
+        languages: (source, target) language codes, e.g. ``("en_XX", "de_DE")``: when the two columns are
+            missing, the one dict column holding both keys (``translation.en``, ``translation.de``) is used.
 
     Returns:
         A :class:`DataBundle` whose datasets have exactly the columns ``SOURCE`` and ``TARGET`` (str).
@@ -96,23 +107,48 @@ def load_data(
         UserError: for any mistake in the parameters or the data; the message is one line.
     """
     train_spec = parse_split(train_split, "train_split")
-    valid_spec = parse_split(valid_split, "valid_split") if valid_split is not None else None
-    options = _Options(text_column, target_column, max_samples, num_proc)
+    others = {
+        role: (parse_split(expr, param), param)
+        for role, expr, param in (("validation", valid_split, "valid_split"), ("test", test_split, "test_split"))
+        if expr is not None
+    }
+    options = _Options(text_column, target_column, max_samples, num_proc, languages)
     _check_options(options)
     source = open_source(data_path, token=token, cache_dir=cache_dir, num_proc=num_proc)
-    if source.single_split and valid_spec is not None and valid_spec.base != train_spec.base:
-        raise _one_split_error(data_path, source, train=train_spec, valid=valid_spec)
+    for spec, param in others.values():
+        if source.single_split and spec.base != train_spec.base:
+            raise _one_split_error(data_path, source, train=train_spec, other=spec, param=param)
 
     train, train_report, train_range = _prepare(source, train_spec, param="train_split", role="train", options=options)
     reports = {"train": train_report}
-    if valid_spec is None:
-        return DataBundle(train=train, valid=None, reports=reports)
-    valid, reports["validation"], valid_range = _prepare(
-        source, valid_spec, param="valid_split", role="validation", options=options
-    )
-    if valid_spec.base == train_spec.base:
-        _warn_overlap(train_spec, valid_spec, train_range=train_range, valid_range=valid_range)
-    return DataBundle(train=train, valid=valid, reports=reports)
+    splits: dict[str, datasets.Dataset] = {}
+    for role, (spec, param) in others.items():
+        splits[role], reports[role], other_range = _prepare(source, spec, param=param, role=role, options=options)
+        if spec.base == train_spec.base:
+            _warn_overlap(train_spec, spec, param=param, train_range=train_range, other_range=other_range)
+    return DataBundle(train=train, valid=splits.get("validation"), reports=reports, test=splits.get("test"))
+
+
+def load_split(
+    *,
+    data_path: str,
+    split: str,
+    param: str = "split",
+    text_column: str = "text",
+    target_column: str = "target",
+    max_samples: int | None = None,
+    token: str | None = None,
+    cache_dir: str | None = None,
+    languages: tuple[str, str] | None = None,
+    role: str = "evaluation",
+) -> tuple[datasets.Dataset, SplitReport]:
+    """One checked split (columns ``SOURCE`` and ``TARGET``), named ``param`` in messages: for scoring a model."""
+    spec = parse_split(split, param)
+    options = _Options(text_column, target_column, max_samples, None, languages)
+    _check_options(options)
+    source = open_source(data_path, token=token, cache_dir=cache_dir, num_proc=None)
+    dataset, report, _ = _prepare(source, spec, param=param, role=role, options=options)
+    return dataset, report
 
 
 def _check_options(options: _Options) -> None:
@@ -132,13 +168,16 @@ def _check_options(options: _Options) -> None:
         raise UserError(f"num_proc must be a positive integer or unset, got {options.num_proc!r}")
 
 
-def _one_split_error(data_path: str, source: DataSource, *, train: SplitSpec, valid: SplitSpec) -> UserError:
-    """The UserError for a validation split asked of a source that holds only the training split."""
+def _one_split_error(
+    data_path: str, source: DataSource, *, train: SplitSpec, other: SplitSpec, param: str
+) -> UserError:
+    """The UserError for a validation/test split asked of a source that holds only the training split."""
     what = "file" if source.kind == "file" else "saved Dataset"
+    example = "validation" if param == "valid_split" else "test"
     return UserError(
-        f"data_path '{data_path}' is a single {what} and holds only one split, so valid_split={valid.expr!r} "
-        f"cannot be found; use a folder with {{split}}.csv files (e.g. train.csv and validation.csv), or slice "
-        f"the same split (train_split='{train.base}[:90%]', valid_split='{train.base}[90%:]')"
+        f"data_path '{data_path}' is a single {what} and holds only one split, so {param}={other.expr!r} "
+        f"cannot be found; use a folder with {{split}}.csv files (e.g. train.csv and {example}.csv), or slice "
+        f"the same split (train_split='{train.base}[:90%]', {param}='{train.base}[90%:]')"
     )
 
 
@@ -153,6 +192,9 @@ def _prepare(
         raise UserError(f"{param}={spec.expr!r} selects no rows: split '{spec.base}' in {where} has {len(base)} rows")
     dataset = base if (start, end) == (0, len(base)) else base.select(range(start, end))
     rows_read = len(dataset)
+    options = _language_columns(dataset, options, where=where)
+    columns = (options.text_column, "text_column"), (options.target_column, "target_column")
+    dataset = with_nested_columns(dataset, columns, spec=spec, where=where, offset=start)
     dataset = _select_columns(dataset, options, where=where)
     try:
         dataset = as_text(
@@ -186,12 +228,24 @@ def _prepare(
     return dataset, report, (start, end)
 
 
+def _language_columns(dataset: datasets.Dataset, options: _Options, *, where: str) -> _Options:
+    """With languages and neither column in the data: the two keys of the dict column that holds both."""
+    missing = options.text_column not in dataset.column_names and options.target_column not in dataset.column_names
+    pair = language_columns(dataset, options.languages) if options.languages and missing else None
+    if pair is None:
+        return options
+    logger.info("Using columns %s → %s of %s (the languages %s → %s)", *pair, where, *options.languages)
+    return replace(options, text_column=pair[0], target_column=pair[1])
+
+
 def _select_columns(dataset: datasets.Dataset, options: _Options, *, where: str) -> datasets.Dataset:
     """Keep the text and target columns, in that order; a missing one is a UserError listing those there are."""
     columns = (options.text_column, "text_column"), (options.target_column, "target_column")
     for column, column_param in columns:
         if column not in dataset.column_names:
             existing = ", ".join(repr(c) for c in dataset.column_names)
+            if keys := nested_names(dataset):
+                existing += f" (keys of dict columns: {', '.join(keys)})"
             raise UserError(
                 f"column '{column}' ({column_param}) not found in {where}; columns are: {existing}. "
                 f"Set {column_param} to one of them"
@@ -238,18 +292,20 @@ def _rename(dataset: datasets.Dataset, options: _Options) -> datasets.Dataset:
 
 
 def _warn_overlap(
-    train: SplitSpec, valid: SplitSpec, *, train_range: tuple[int, int], valid_range: tuple[int, int]
+    train: SplitSpec, other: SplitSpec, *, param: str, train_range: tuple[int, int], other_range: tuple[int, int]
 ) -> None:
-    """Warn when two slices of one base split share rows: validation would score rows trained on."""
-    low, high = max(train_range[0], valid_range[0]), min(train_range[1], valid_range[1])
+    """Warn when two slices of one base split share rows: validation or test would score rows trained on."""
+    low, high = max(train_range[0], other_range[0]), min(train_range[1], other_range[1])
     if low < high:
         logger.warning(
-            "train_split %r and valid_split %r overlap in %d rows (%d to %d of split '%s'): "
-            "validation scores will look better than they are",
+            "train_split %r and %s %r overlap in %d rows (%d to %d of split '%s'): "
+            "%s scores will look better than they are",
             train.expr,
-            valid.expr,
+            param,
+            other.expr,
             high - low,
             low,
             high - 1,
             train.base,
+            "validation" if param == "valid_split" else "test",
         )

@@ -6,8 +6,10 @@
       model.safetensors, config.json, generation_config.json, tokenizer files   (or adapter_* with --peft)
       merged/             with --peft --merge-adapter: the base model with the adapter merged in
       checkpoints/        Trainer checkpoints (checkpoint-N), each with its own manifest.json
-      logs/               TensorBoard events (with --log tensorboard)
+      logs/               experiment tracking (job.tracking): TensorBoard events, mlruns/ (MLflow), wandb/
       metrics.json        rewritten after every evaluation, final at the end (job.outputs.report)
+      predictions.jsonl   with --test-split: input, reference and prediction of every test row (job.evaluation)
+      training_curves.png loss and metrics by step, shown in the model card
       training_params.json  every resolved parameter, secrets redacted
       README.md           model card
       manifest.json       written last: the folder is complete
@@ -20,6 +22,9 @@ import re
 METRICS = "metrics.json"
 PARAMS = "training_params.json"
 CARD = "README.md"
+PREDICTIONS = "predictions.jsonl"
+CURVES = "training_curves.png"
+EVALUATION = "evaluation.json"  # what `seq2seq-job evaluate --output DIR` writes (job.outputs.report)
 MERGED = "merged"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"

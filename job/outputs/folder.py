@@ -6,10 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from job import manifest
+from job import generation, manifest
 from job.jsonfiles import write_atomic
-from job.outputs.card import model_card
-from job.outputs.files import CARD, MERGED, METRICS, NOT_IN_MANIFEST, PARAMS, TRAINING_ARGS
+from job.metric_sets import column_language
+from job.outputs.card import plot_curves, render_card, train_losses
+from job.outputs.files import CARD, CURVES, MERGED, METRICS, NOT_IN_MANIFEST, PARAMS, PREDICTIONS, TRAINING_ARGS
 from job.outputs.report import Machine, RunFacts, build_report
 from job.params import Seq2SeqParams
 from job.storage import Publisher
@@ -56,6 +57,14 @@ class Outputs:
         self.facts.effective_batch_size = effective_batch_size
         self.facts.distributed = distributed
 
+    def record_evaluation(
+        self, metrics: tuple[str, ...], target_language: str | None, generation_settings: dict[str, Any]
+    ) -> None:
+        """What the evaluations compute and how the model generates (in metrics.json from now on)."""
+        self.facts.metrics = list(metrics)
+        self.facts.target_language = target_language
+        self.facts.generation = dict(generation_settings)
+
     def checkpoint_saved(self, checkpoint: Path) -> None:
         manifest.write_manifest(checkpoint, kind="checkpoint")
         log.info("Checkpoint %s complete", checkpoint.name)
@@ -73,20 +82,66 @@ class Outputs:
         write_atomic(self.root / METRICS, data)
         return data
 
-    def finish(self, *, final: dict[str, Any], tokenizer: Any, base_model: str) -> dict[str, Any]:
-        """Write the tokenizer, metrics and card next to the saved model, then the manifest that marks it complete.
+    def write_predictions(self, raw: Any, predictions: list[str]) -> None:
+        from job.evaluation import write_predictions
 
-        The model itself is already saved (``trainer.save_model`` runs on every rank, as ZeRO-3 requires).
+        write_predictions(self.root / PREDICTIONS, raw, predictions)
+
+    def finish(
+        self,
+        *,
+        final: dict[str, Any],
+        tokenizer: Any,
+        base_model: str,
+        model: Any = None,
+        log_history: list[dict[str, Any]] | tuple = (),
+    ) -> dict[str, Any]:
+        """Write the tokenizer, metrics, curves and card next to the saved model, then the manifest that marks it
+        complete.
+
+        The model itself is already saved (``trainer.save_model`` runs on every rank, as ZeRO-3 requires);
+        ``model`` gives its generation config (saved next to an adapter too) and ``log_history`` the train losses.
         """
         from job.modeling import save_merged
 
         tokenizer.save_pretrained(str(self.root))
+        if model is not None:
+            generation.save(model, self.root)
+            self.facts.generation = generation.summary(generation.underlying(model).generation_config)
         if self.params.peft and self.params.merge_adapter:
             save_merged(self.root, self.root / MERGED, base_model=base_model, params=self.params)
         (self.root / TRAINING_ARGS).unlink(missing_ok=True)
         data = self.write_metrics(final, status="completed")
-        (self.root / CARD).write_text(model_card(self.params, data, base_model=base_model), encoding="utf-8")
+        losses = train_losses(log_history)
+        plot_curves(self.evaluations, losses, self.root / CURVES)
+        card = self._card(data, losses, base_model=base_model)
+        (self.root / CARD).write_text(card, encoding="utf-8")
         manifest.write_manifest(self.root, kind="model", exclude=NOT_IN_MANIFEST)
         log.info("Outputs complete in %s", self.root)
         self.publisher.publish_final()  # waits for background uploads, then the final folder, manifest last
         return data
+
+    def _card(self, data: dict[str, Any], losses: list[dict[str, float]], *, base_model: str) -> str:
+        params = self.params
+        names = ["lr", "epochs", "batch_size", "gradient_accumulation", "optimizer", "scheduler", "warmup_ratio"]
+        names += ["weight_decay", "max_seq_length", "max_target_length", "mixed_precision", "seed", "peft"]
+        names += ["lora_r", "lora_alpha", "quantization"] if params.peft else []
+        names += ["metric_for_best_model"] if self.evaluations else []
+        hyper = {name: getattr(params, name) for name in names}
+        return render_card(
+            base_model=params.model if Path(base_model).exists() else base_model,
+            data_path=params.data_path,
+            project_name=params.project_name,
+            peft=params.peft,
+            source_prefix=params.source_prefix,
+            generation=data.get("generation") or {},
+            hyperparameters=hyper,
+            metrics=data,
+            evaluations=self.evaluations,
+            train_losses=losses,
+            source_lang=params.src_lang or column_language(params.text_column),
+            target_lang=params.tgt_lang or column_language(params.target_column),
+            image=CURVES,
+            model_id=f"{params.username}/{Path(params.project_name).name}" if params.push_to_hub else None,
+            task=params.resolved_task,
+        )

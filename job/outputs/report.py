@@ -4,12 +4,17 @@
 
     {
       "status": "running" | "completed",
+      "metrics": ["bleu", "chrf", …], "target_language": "de" | null,   what the evaluations compute
       <final figures>            train_loss, train_runtime, train_samples_per_second, train_tokens_per_second,
-                                 global_step, eval_* of the final evaluation, peak_host_memory_mb (…gpu…)
+                                 global_step, peak_host_memory_mb (…gpu…),
+                                 final_model_step and eval_*: the step of the saved model (the best checkpoint's
+                                 with load_best_model_at_end) and its evaluation, one of "evaluations",
+                                 test_* with test_split: test_loss, test_bleu…, test_gen_len, test_runtime, …
+      "generation": {"max_new_tokens", "num_beams", "length_penalty", "no_repeat_ngram_size"}
       "objective": {"name", "value", "goal"}   the tuning objective of the final model (with evaluation)
       "evaluations": [ {"step", "epoch", "eval_loss", "eval_rougeL", …}, … ]   every evaluation, in order
       "resumed_from_step": 0,    train_* figures cover only the steps after it
-      "data": {"splits": …, "tokens": …},   rows read/dropped/kept and token-length statistics per split
+      "data": {"splits": …, "tokens": …},   rows read/dropped/kept and token-length statistics per split (test too)
       "effective_batch_size": 16,
       "distributed": {"world_size", "nnodes", "effective_batch_size", "strategy", ["deepspeed"]},
       "versions": {"python", "torch", "transformers", …},
@@ -38,10 +43,13 @@ class RunFacts:
     data: dict[str, Any] | None = None
     effective_batch_size: int | None = None
     distributed: dict[str, Any] | None = None
+    metrics: list[str] | None = None
+    target_language: str | None = None
+    generation: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         facts: dict[str, Any] = {"resumed_from_step": self.resumed_from_step}
-        for name in ("data", "effective_batch_size", "distributed"):
+        for name in ("data", "effective_batch_size", "distributed", "generation"):
             if getattr(self, name) is not None:
                 facts[name] = getattr(self, name)
         return facts
@@ -77,7 +85,54 @@ def build_report(
     *, status: str, final: dict[str, Any], evaluations: list[dict[str, Any]], facts: RunFacts, machine: Machine
 ) -> dict[str, Any]:
     """The content of metrics.json (see the module doc for its shape)."""
-    return {"status": status, **final, "evaluations": list(evaluations), **facts.as_dict(), **machine.as_dict()}
+    scored = {"metrics": facts.metrics, "target_language": facts.target_language} if facts.metrics else {}
+    return {
+        "status": status,
+        **scored,
+        **final,
+        "evaluations": list(evaluations),
+        **facts.as_dict(),
+        **machine.as_dict(),
+    }
+
+
+def final_evaluation(evaluations: list[dict[str, Any]], *, step: int) -> dict[str, Any]:
+    """``final_model_step`` and the ``eval_*`` values of the evaluation of the model saved at ``step``.
+
+    The Trainer evaluated that model already (the best checkpoint, or the last step): it is not evaluated again.
+    None at that step (no validation split): {}.
+    """
+    entry = next((e for e in reversed(evaluations) if e.get("step") == step), None)
+    if entry is None:
+        return {}
+    return {"final_model_step": step, **{k: v for k, v in entry.items() if k.startswith("eval_")}}
+
+
+def evaluation_report(
+    *,
+    model_dir: str,
+    data_path: str,
+    split: dict[str, Any],
+    scores: dict[str, Any],
+    generation: dict[str, Any],
+    settings: dict[str, Any],
+    machine: Machine,
+) -> dict[str, Any]:
+    """What ``seq2seq-job evaluate`` prints and writes (evaluation.json): one split scored by one model folder.
+
+    ``scores``: loss, bleu, rougeL… (the metrics' names), gen_len, runtime, samples_per_second; ``split``: the
+    split's rows read/dropped/kept; ``settings``: columns, source_prefix, lengths, metrics (the names computed),
+    target_language.
+    """
+    return {
+        "model_dir": model_dir,
+        "data_path": data_path,
+        "split": split,
+        "scores": scores,
+        "generation": generation,
+        **settings,
+        **machine.as_dict(),
+    }
 
 
 def distributed_facts(

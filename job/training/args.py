@@ -8,6 +8,7 @@ import sys
 import torch
 from transformers import Seq2SeqTrainingArguments
 
+from job.metric_sets import greater_is_better
 from job.params import Seq2SeqParams
 from job.preprocess import LENGTH
 from job.training.deepspeed import training_args_overrides
@@ -61,11 +62,9 @@ def build_training_args(
         save_total_limit=params.save_total_limit,
         load_best_model_at_end=evaluates and params.load_best_model_at_end,
         metric_for_best_model=metric if evaluates else None,
-        greater_is_better=params.metric_for_best_model != "loss",
-        predict_with_generate=True,
-        generation_max_length=params.resolved_generation_max_length,
-        generation_num_beams=params.num_beams,
-        report_to=[params.log] if params.log != "none" else "none",
+        greater_is_better=greater_is_better(params.metric_for_best_model),
+        predict_with_generate=True,  # with the model's generation_config, which holds our settings (job.generation)
+        report_to="none",  # the job tracks its own runs (job.tracking): one run per job, its own parameters
         run_name=params.project_name,
         dataloader_pin_memory=torch.cuda.is_available(),
         # Progress bars are for terminals; in a cloud log viewer ProgressLog writes one plain line per log step.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from torch.utils.data import Sampler, SequentialSampler
 from transformers import (
     DataCollatorForSeq2Seq,
     EarlyStoppingCallback,
@@ -14,12 +15,13 @@ from transformers import (
     TrainerCallback,
 )
 
+from job import generation
 from job.context import ProcessInfo
 from job.metrics import build_compute_metrics
 from job.params import Seq2SeqParams
 from job.preprocess import TokenizedData
 from job.training.args import build_training_args, steps_per_epoch
-from job.training.callbacks import ProgressLog, hide_tied_keys_warning
+from job.training.callbacks import EvaluateAtEnd, ProgressLog, hide_tied_keys_warning
 from job.training.deepspeed import patch_cpu_deepspeed_state
 from job.training.loss import token_mean_loss
 from job.training.preemption import StopOnSignal
@@ -36,6 +38,35 @@ def build_collator(tokenizer: Any, model: PreTrainedModel, params: Seq2SeqParams
         label_pad_token_id=-100,
         # Tensor cores want multiples of 8 under fp16/bf16.
         pad_to_multiple_of=8 if params.mixed_precision else None,
+    )
+
+
+class Seq2SeqJobTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer that evaluates rows in their order and leaves the model's generation config as it was."""
+
+    def prediction_step(self, model: Any, inputs: Any, prediction_loss_only: bool, **kwargs: Any) -> Any:
+        with generation.kept_generation_config(self.model):  # see job.generation
+            return super().prediction_step(model, inputs, prediction_loss_only, **kwargs)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
+        """The dataset's order (distributed: the Trainer's sharding, gathered back in order).
+
+        Under train_sampling_strategy=group_by_length transformers 5 also batches evaluation rows in random
+        length groups; the job's validation rows are sorted by length already, and predictions must come back in
+        the rows' order to be scored against their references (job.metrics) and written next to their inputs.
+        """
+        if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+
+def _compute_metrics(params: Seq2SeqParams, tokenizer: Any, data: TokenizedData) -> Any:
+    """The params' metrics, scored against the validation targets as written (not the truncated labels)."""
+    return build_compute_metrics(
+        tokenizer,
+        metrics=params.resolved_metrics,
+        target_lang=params.resolved_target_language,
+        references=data.valid_references,
     )
 
 
@@ -67,7 +98,8 @@ def build_trainer(
     if data.valid is None:
         log.info("No valid_split: training without evaluation; metrics.json will hold training figures only")
     elif args.eval_strategy == "no":
-        log.info("eval_strategy=no: the validation split is evaluated once, after training")
+        log.info("eval_strategy=no: the validation split is evaluated once, after the last step")
+        all_callbacks.append(EvaluateAtEnd())
     log.info(
         "Effective batch size %d = %d per device × %d accumulation × %d processes; %d steps per epoch",
         params.effective_batch_size(process.world_size),
@@ -76,14 +108,15 @@ def build_trainer(
         process.world_size,
         steps_per_epoch(params, len(data.train), process.world_size),
     )
-    trainer = Seq2SeqTrainer(
+    generation.apply(model, generation.generation_settings(params))  # evaluation, checkpoints and the saved model
+    trainer = Seq2SeqJobTrainer(
         model=model,
         args=args,
         data_collator=build_collator(tokenizer, model, params),
         train_dataset=data.train,
         eval_dataset=data.valid,
         processing_class=tokenizer,
-        compute_metrics=build_compute_metrics(tokenizer),
+        compute_metrics=_compute_metrics(params, tokenizer, data),
         compute_loss_func=token_mean_loss,  # exact loss under DDP and gradient accumulation (job.training.loss)
         # StopOnSignal: save + stop on SIGTERM; EpochSeededLengthGrouping: a resumed run sees the same batches
         callbacks=[*all_callbacks, ProgressLog(), StopOnSignal(), EpochSeededLengthGrouping()],
@@ -91,8 +124,4 @@ def build_trainer(
     hide_tied_keys_warning(model)
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # ProgressLog already prints each log step as one line
-    for callback in trainer.callback_handler.callbacks:
-        # TensorBoard events go to project_name/logs unless TENSORBOARD_LOGGING_DIR says otherwise (e.g. Vertex).
-        if type(callback).__name__ == "TensorBoardCallback" and getattr(callback, "logging_dir", 1) is None:
-            callback.logging_dir = str(params.output_dir / "logs")
     return trainer

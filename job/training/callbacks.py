@@ -66,6 +66,18 @@ class OnEvaluate(TrainerCallback):
             self.fn(dict(kwargs.get("metrics") or {}), state)
 
 
+class EvaluateAtEnd(TrainerCallback):
+    """With a validation split but eval_strategy=no: one evaluation after the last step, inside training.
+
+    Inside, not after ``train()`` returns: by then the loggers have closed their runs (TensorBoard's writer, the
+    MLflow run) and a later evaluation opened a second event file and an orphan run.
+    """
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = True
+
+
 class OnCheckpoint(TrainerCallback):
     """Calls ``fn(checkpoint_dir)`` on the main process once the Trainer has fully written a checkpoint."""
 
