@@ -5,7 +5,8 @@
     {
       "status": "running" | "completed",
       <final figures>            train_loss, train_runtime, train_samples_per_second, train_tokens_per_second,
-                                 global_step, eval_* of the final evaluation, peak_host_memory_mb (…gpu…)
+                                 train_padding_share, global_step, eval_* of the final evaluation (every
+                                 validation row), peak_host_memory_mb (…gpu…)
       "evaluations": [ {"step", "epoch", "eval_loss", "eval_rougeL", …}, … ]   every evaluation, in order
       "resumed_from_step": 0,    train_* figures cover only the steps after it
       "data": {"splits": …, "tokens": …},   rows read/dropped/kept and token-length statistics per split

@@ -1,0 +1,60 @@
+"""The job's Seq2SeqTrainer: each training step's random rows run as length-sorted micro-batches.
+
+Only :meth:`JobTrainer.training_step` differs from transformers' ``Seq2SeqTrainer``. The Trainer still draws
+``batch_size`` random rows per micro-step and ``gradient_accumulation`` micro-steps per optimizer step, counts
+the step's target tokens (``num_items_in_batch``, over all processes), clips the whole step's gradient and steps
+the optimizer and the schedule once: steps per epoch, the schedule, resume positions and DDP shares are the
+plain setup's. Inside one micro-step the rows are cut into length-sorted groups
+(:mod:`job.training.microbatches`); every group but the last runs without gradient synchronisation (DDP
+``no_sync``, DeepSpeed's accumulation boundary), so processes exchange gradients once per step, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from transformers import Seq2SeqTrainer
+
+from job.training.microbatches import GroupCost, PaddingCount, split_batch
+
+
+class JobTrainer(Seq2SeqTrainer):
+    """``Seq2SeqTrainer`` plus length-sorted micro-batches inside each training step (``group_cost=None``: off)."""
+
+    def __init__(
+        self, *args: Any, group_cost: GroupCost | None = None, pad_to_multiple_of: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.group_cost = group_cost
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.padding = PaddingCount()  # what the model was fed: train_padding_share in metrics.json
+
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        # Without the step's token count each group's loss would be its own mean, and the sum would be wrong.
+        if self.group_cost is None or num_items_in_batch is None:
+            parts = [inputs]
+        else:
+            parts = split_batch(inputs, self.group_cost, pad_to_multiple_of=self.pad_to_multiple_of)
+        for part in parts:
+            self.padding.add(part)
+        if len(parts) == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        state = self.accelerator.gradient_state
+        sync = state.sync_gradients  # the Trainer's decision for this micro-step (True at the step's end)
+        total: torch.Tensor | None = None
+        try:
+            for index, part in enumerate(parts):
+                last = index == len(parts) - 1
+                state._set_sync_gradients(sync and last)  # DeepSpeed reads it as the accumulation boundary
+                quiet = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+                with quiet:
+                    loss = super().training_step(model, part, num_items_in_batch)
+                total = loss if total is None else total + loss
+        finally:
+            state._set_sync_gradients(sync)
+        assert total is not None  # parts is never empty
+        return total
