@@ -62,7 +62,7 @@ def build_trainer(
         train_rows=len(data.train),
         has_eval=data.valid is not None,
         world_size=process.world_size,
-        eval_batch_size=_eval_batch_size(params, model, eval_rows, process=process, cuda=cuda),
+        eval_batch_size=_eval_batch_size(params, model, data.valid, process=process, cuda=cuda),  # final: all rows
         num_workers=dataloader_workers(params, cuda=cuda, cpus_per_process=cpus_per_process),
     )
     patch_cpu_deepspeed_state(args, local_rank=process.local_rank)  # DeepSpeed on CPU: count every process

@@ -45,16 +45,14 @@ class JobTrainer(Seq2SeqTrainer):
             return super().training_step(model, inputs, num_items_in_batch)
         state = self.accelerator.gradient_state
         sync = state.sync_gradients  # the Trainer's decision for this micro-step (True at the step's end)
-        total: torch.Tensor | None = None
+        losses: list[torch.Tensor] = []
         try:
             for index, part in enumerate(parts):
                 last = index == len(parts) - 1
                 state._set_sync_gradients(sync and last)  # DeepSpeed reads it as the accumulation boundary
                 quiet = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
                 with quiet:
-                    loss = super().training_step(model, part, num_items_in_batch)
-                total = loss if total is None else total + loss
+                    losses.append(super().training_step(model, part, num_items_in_batch))
         finally:
             state._set_sync_gradients(sync)
-        assert total is not None  # parts is never empty
-        return total
+        return torch.stack(losses).sum()  # each is a share of the step's token mean: they add up to the batch's
