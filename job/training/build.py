@@ -78,7 +78,7 @@ def build_trainer(
         compute_metrics=build_compute_metrics(tokenizer),
         # exact loss under DDP, gradient accumulation and micro-batches (job.training.loss)
         compute_loss_func=functools.partial(token_mean_loss, label_smoothing=params.label_smoothing),
-        group_cost=GroupCost.for_device("cuda" if cuda else "cpu") if params.microbatch_by_length else None,
+        group_cost=group_cost(params, cuda=cuda),
         pad_to_multiple_of=8 if params.mixed_precision else None,
         # StopOnSignal: save + stop on SIGTERM; EpochSeededLengthGrouping: a resumed run sees the same batches
         callbacks=[
@@ -153,3 +153,17 @@ def _log_plan(params: Seq2SeqParams, args: Any, *, data: TokenizedData, process:
     log.info("Training batches: %s", batches)
     if params.max_steps:
         log.info("max_steps=%d: training stops there, whatever epochs says (%g)", params.max_steps, params.epochs)
+
+
+def group_cost(params: Seq2SeqParams, *, cuda: bool) -> GroupCost | None:
+    """How micro-batches are cut (job.training.microbatches), or None when each step runs as one batch.
+
+    DeepSpeed ZeRO reduces gradients in every backward pass (it has no ``no_sync``), so every rank would have to
+    cut its rows into the same number of groups, and each extra group would cost a gradient exchange.
+    """
+    if not params.microbatch_by_length:
+        return None
+    if params.deepspeed:
+        log.info("microbatch_by_length is off under DeepSpeed (ZeRO reduces gradients at every backward pass)")
+        return None
+    return GroupCost.for_device("cuda" if cuda else "cpu")

@@ -5,8 +5,9 @@ Only :meth:`JobTrainer.training_step` differs from transformers' ``Seq2SeqTraine
 the step's target tokens (``num_items_in_batch``, over all processes), clips the whole step's gradient and steps
 the optimizer and the schedule once: steps per epoch, the schedule, resume positions and DDP shares are the
 plain setup's. Inside one micro-step the rows are cut into length-sorted groups
-(:mod:`job.training.microbatches`); every group but the last runs without gradient synchronisation (DDP
-``no_sync``, DeepSpeed's accumulation boundary), so processes exchange gradients once per step, as before.
+(:mod:`job.training.microbatches`); every group but the last runs under DDP's ``no_sync``, so processes
+exchange gradients once per step, as before, however many groups each cut. (Under DeepSpeed, whose ZeRO
+reduces gradients in every backward pass, :func:`job.training.build.group_cost` turns the split off.)
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class JobTrainer(Seq2SeqTrainer):
         try:
             for index, part in enumerate(parts):
                 last = index == len(parts) - 1
-                state._set_sync_gradients(sync and last)  # DeepSpeed reads it as the accumulation boundary
+                state._set_sync_gradients(sync and last)  # what accelerate reads as "the step's last backward"
                 quiet = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
                 with quiet:
                     losses.append(super().training_step(model, part, num_items_in_batch))
