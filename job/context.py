@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 
+from job.cpu import CpuBudget, read_cpu_budget
 from job.platforms.detect import PlatformInfo, detect_platform
 from job.secrets import secret_values
 from job.storage.stores import StorageSettings
@@ -71,6 +72,7 @@ class RunContext:
     secrets: tuple[str, ...] = field(default=(), repr=False)  # values masked in every log line and error
     tracking: TrackingSettings = field(default_factory=TrackingSettings)  # the experiment trackers' settings
     hub_offline: bool = False  # HF_HUB_OFFLINE=1: no Hub requests at all
+    cpu: CpuBudget = field(default_factory=CpuBudget)  # cores, affinity, cgroup quota, OMP_NUM_THREADS (job.cpu)
 
     @cached_property
     def cuda_devices(self) -> int:
@@ -92,6 +94,10 @@ class RunContext:
         return tuple(torch.cuda.get_device_name(i) for i in range(self.cuda_devices))
 
     @property
+    def processes_per_node(self) -> int:
+        return max(1, self.process.world_size // max(1, self.process.nnodes))
+
+    @property
     def kept_checkpoint_dirs(self) -> list[Path]:
         """Checkpoint folders the platform keeps across restarts, where they exist (job.resume searches them)."""
         return self.platform.kept_checkpoint_dirs()
@@ -109,6 +115,7 @@ def read_context(env: Mapping[str, str] | None = None, *, sm_root: Path | None =
         secrets=tuple(secret_values(env)),
         tracking=tracking_settings(env, tensorboard_dir=platform.tensorboard_dir),
         hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"),
+        cpu=read_cpu_budget(env.get("OMP_NUM_THREADS")),
     )
 
 

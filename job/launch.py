@@ -35,7 +35,7 @@ from types import FrameType
 from typing import Any
 
 from job import exits
-from job.context import EXIT_CODE_DIR_ENV, environment
+from job.context import EXIT_CODE_DIR_ENV, RunContext, environment
 from job.errors import UserError
 from job.platforms.detect import PlatformInfo
 from job.platforms.topology import Topology, detect_topology
@@ -148,12 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _launch(job_argv: list[str], env: Mapping[str, str]) -> int:
     """Check the params, pick processes and topology, and start the job (exec or torchrun)."""
-    params, info, topology, gpus = _plan_inputs(job_argv, env)
+    params, ctx, topology, gpus = _plan_inputs(job_argv, env)
     nproc = processes_per_node(requested=params.num_processes, topology=topology, gpus=gpus)
     command = build_command(job_argv, nproc_per_node=nproc, topology=topology, needs_launcher=bool(params.deepspeed))
     log.info("%s", describe(command=command, nproc_per_node=nproc, topology=topology, gpus=gpus, params=params))
-    threads = None if gpus else _threads_per_process(nproc)
-    workers = clean_env(env, extra=worker_env(info, env), cpu_threads=threads)
+    # The same decision a single process makes for itself (job.cpu): quota, affinity and cores over the processes.
+    threads = ctx.cpu.threads_per_process(nproc)
+    log.info("CPU threads: %d per process (%s)", threads.threads, threads.reason)
+    workers = clean_env(env, extra=worker_env(ctx.platform, env), cpu_threads=threads.threads)
     if topology.multi_node:
         _wait_for_master(topology)
     if command[1:3] == ["-m", "job"]:
@@ -161,8 +163,8 @@ def _launch(job_argv: list[str], env: Mapping[str, str]) -> int:
     return run_torchrun(command, workers)
 
 
-def _plan_inputs(job_argv: list[str], env: Mapping[str, str]) -> tuple[Any, PlatformInfo, Topology, int]:
-    """The checked params (as the job itself will read them), the platform, this node's topology, the GPUs."""
+def _plan_inputs(job_argv: list[str], env: Mapping[str, str]) -> tuple[Any, RunContext, Topology, int]:
+    """The checked params (as the job itself will read them), the run context, this node's topology, the GPUs."""
     from job.cli import build_parser
     from job.params import Seq2SeqParams
     from job.preflight import preflight
@@ -170,7 +172,7 @@ def _plan_inputs(job_argv: list[str], env: Mapping[str, str]) -> tuple[Any, Plat
     args = build_parser().parse_args(job_argv)
     overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
     ctx, params = preflight(overrides, params_file=args.params, env=env)
-    return params, ctx.platform, detect_topology(env), ctx.cuda_devices
+    return params, ctx, detect_topology(env), ctx.cuda_devices
 
 
 def run_torchrun(command: list[str], env: dict[str, str]) -> int:
@@ -228,10 +230,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
     except (OSError, AttributeError):
         pass
-
-
-def _threads_per_process(nproc: int) -> int:
-    return max(1, (os.cpu_count() or 1) // nproc)
 
 
 def _wait_for_master(topology: Topology) -> None:

@@ -48,6 +48,8 @@ def setup_logging(process: ProcessInfo, *, verbose: bool = False) -> None:
     warnings.filterwarnings("ignore", message=".*null_placement in SortOptions is deprecated.*")
     # peft's LoRA setup reads a transformers attribute that transformers 5 renamed; nothing for users to do
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing` is deprecated.*")
+    # peft's prepare_model_for_kbit_training (gradient checkpointing for 8/4-bit LoRA) calls the old name too
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing_enable` is deprecated.*")
     # bitsandbytes on CPU suggests an optional Hub "kernels" package for faster 4-bit matmuls, at import time,
     # in every run (quantized or not); int4 works without it.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(max(level, logging.ERROR))

@@ -70,16 +70,35 @@ def load_model(source: str, params: Seq2SeqParams, tokenizer: Any, *, local_rank
         lang_id = tokenizer.convert_tokens_to_ids(params.tgt_lang)
         model.config.decoder_start_token_id = lang_id
         model.generation_config.forced_bos_token_id = lang_id
+    if params.resolved_gradient_checkpointing and not params.quantized:  # quantized: prepare_model_for_kbit_training
+        enable_checkpointing(model)
     if params.peft:
         model = _wrap_lora(model, params)
     return model
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Gradient (activation) checkpointing, non-reentrant: it works with frozen embeddings (LoRA) as well."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name is deprecated
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    log.info("Gradient checkpointing on: activations are recomputed in the backward pass")
 
 
 def _wrap_lora(model: PreTrainedModel, params: Seq2SeqParams) -> PreTrainedModel:
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     if params.quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        checkpointing = params.resolved_gradient_checkpointing  # on by default, as peft expects for k-bit
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        )
+        if checkpointing:
+            log.info("Gradient checkpointing on (8/4-bit LoRA); --no-gradient-checkpointing turns it off")
     config = LoraConfig(
         task_type=TaskType.SEQ_2_SEQ_LM,
         r=params.lora_r,

@@ -92,7 +92,9 @@ class Seq2SeqParams(BaseSettings):
     epochs: float = _field(3, "Training", "Number of training epochs.", gt=0)
     batch_size: int = _field(2, "Training", "Per-device training batch size.", ge=1)
     gradient_accumulation: int = _field(1, "Training", "Steps to accumulate gradients over.", ge=1)
-    optimizer: Optimizer = _field("adamw_torch", "Training", "Any optimizer the Trainer supports.")
+    optimizer: Optimizer | None = _field(
+        None, "Training", "Any optimizer the Trainer supports; default adamw_torch, adamw_torch_fused on CUDA."
+    )
     scheduler: Scheduler = _field("linear", "Training", "Learning-rate schedule.")
     warmup_ratio: float = _field(0.1, "Training", "Share of steps used for linear warmup.", ge=0.0, le=1.0)
     weight_decay: float = _field(0.0, "Training", "Weight decay.", ge=0.0)
@@ -102,8 +104,31 @@ class Seq2SeqParams(BaseSettings):
         None, "Training", "fp16 (CUDA only) or bf16 (CUDA Ampere+ or CPU); none = fp32."
     )
     auto_find_batch_size: bool = _field(False, "Training", "Halve the batch size on CUDA out-of-memory and retry.")
+    # Performance knobs (job/training/microbatches.py, eval_batching.py, job/cpu.py; README "Speed").
+    microbatch_by_length: bool = _field(
+        True,
+        "Training",
+        "Run each step's random rows as length-sorted micro-batches: the gradient of one random batch, far less "
+        "padding. --no-microbatch-by-length pads each batch to its longest row.",
+    )
     group_by_length: bool = _field(
-        True, "Training", "Batch inputs of similar length together (far less padding, ~2x faster on mixed lengths)."
+        False,
+        "Training",
+        "The Trainer's length-grouped batches (look-alike rows per step): a little faster, but slows learning "
+        "where the kind of example goes with its length (measured: ROUGE-L 31 vs 92 at epoch 3).",
+    )
+    eval_max_samples: int | None = _field(
+        None, "Training", "Evaluate on a fixed random subset of this many rows during training; all at the end.", ge=1
+    )
+    max_steps: int | None = _field(None, "Training", "Stop after this many optimizer steps (overrides epochs).", ge=1)
+    warmup_steps: int | None = _field(None, "Training", "Warmup steps (instead of warmup_ratio).", ge=0)
+    label_smoothing: float = _field(0.0, "Training", "Label smoothing of the cross-entropy loss.", ge=0.0, lt=1.0)
+    gradient_checkpointing: bool | None = _field(
+        None, "Training", "Recompute activations in backward (less memory, slower); default on for 8/4-bit LoRA."
+    )
+    torch_compile: bool = _field(False, "Training", "torch.compile the model (GPU; each new shape recompiles).")
+    dataloader_num_workers: int | None = _field(
+        None, "Training", "Data loader processes; default 0 on CPU, 2 per GPU process if CPUs allow.", ge=0
     )
     logging_steps: int = _field(-1, "Training", "Log every N steps; -1 picks an interval from the number of steps.")
     eval_strategy: Strategy = _field("epoch", "Training", "When to evaluate: epoch, steps or no.")
@@ -132,7 +157,10 @@ class Seq2SeqParams(BaseSettings):
         None, "Evaluation", "Max generated tokens during evaluation; default = max_target_length.", ge=1
     )
     eval_batch_size: int | None = _field(
-        None, "Evaluation", "Per-device evaluation batch size; default = batch_size.", ge=1
+        None,
+        "Evaluation",
+        "Per-device evaluation batch size; default: sized by tokens (CPU) or free memory (GPU).",
+        ge=1,
     )
     sort_eval_by_length: bool = _field(
         True, "Evaluation", "Generate for the validation set in length order (less padding, faster evaluation)."
@@ -306,6 +334,8 @@ class Seq2SeqParams(BaseSettings):
         for name in ("data_path", "model", "output_uri"):  # s3:// and gs:// URIs (job.storage)
             if problem := uri_problem(getattr(self, name), name):
                 problems.append(problem)
+        if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:
+            problems.append("give warmup_steps or warmup_ratio, not both")
         if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
             problems.append(f"s3_endpoint_url={self.s3_endpoint_url} must start with http:// or https://")
         problems += self._evaluation_problems()
@@ -357,6 +387,11 @@ class Seq2SeqParams(BaseSettings):
     def quantized(self) -> bool:
         """Quantization applies only to LoRA training."""
         return self.peft and self.quantization != "none"
+
+    @property
+    def resolved_gradient_checkpointing(self) -> bool:
+        """gradient_checkpointing, or on for quantized LoRA when it is unset."""
+        return self.quantized if self.gradient_checkpointing is None else self.gradient_checkpointing
 
     def effective_batch_size(self, world_size: int) -> int:
         """Sequences per optimizer step: per-device batch × accumulation × processes."""

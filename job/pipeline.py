@@ -19,6 +19,7 @@ from typing import Any
 
 from job import resume, storage
 from job.context import RunContext, apply_process_env, name_deepspeed_accelerator, read_context, storage_settings
+from job.cpu import apply_threads
 from job.data import DataBundle, load_data
 from job.generation import generation_settings
 from job.hub import check_push, push_outputs
@@ -48,11 +49,12 @@ def train(params: Seq2SeqParams, ctx: RunContext | None = None) -> dict[str, Any
     # The training stack (transformers' Trainer, peft, bitsandbytes) takes ~6 s to import: only now, after the
     # data checks, so bad input fails in a second or two.
     name_deepspeed_accelerator()
+    apply_threads(ctx.cpu.threads_per_process(ctx.processes_per_node))  # quota/affinity, not the host's cores
     from job.modeling import load_model, load_tokenizer
 
     source = _model_source(params, data, work_dir=params.output_dir)
     tokenizer = load_tokenizer(source, params)
-    tokens = _tokenize(params, data, tokenizer)
+    tokens = _tokenize(params, data, tokenizer, ctx)
     outputs.record(data={"splits": data.as_dict(), "tokens": tokens.as_dict()}, **_setup_facts(params, ctx))
     outputs.record_evaluation(params.resolved_metrics, params.resolved_target_language, generation_settings(params))
     model = load_model(source, params, tokenizer, local_rank=ctx.process.local_rank)
@@ -93,7 +95,7 @@ def validate(params: Seq2SeqParams, ctx: RunContext | None = None) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="seq2seq-validate-") as tmp:
         source = _model_source(params, data, work_dir=Path(tmp))
         tokenizer = load_tokenizer(source, params)
-        tokens = _tokenize(params, data, tokenizer)
+        tokens = _tokenize(params, data, tokenizer, ctx)
     return {"splits": data.as_dict(), "tokens": tokens.as_dict(), "table": tokens.describe()}
 
 
@@ -152,6 +154,7 @@ def _build_trainer(
         tokenizer=tokenizer,
         data=tokens,
         process=ctx.process,
+        cpus_per_process=ctx.cpu.threads_per_process(ctx.processes_per_node).threads,
         callbacks=[
             OnEvaluate(lambda m, state: outputs.evaluation_done(m, step=state.global_step, epoch=state.epoch)),
             OnCheckpoint(outputs.checkpoint_saved),
@@ -183,14 +186,29 @@ def _fit_and_evaluate(
         resumed_from_step=start.step,
         train_tokens_per_epoch=tokens.stats["train"].non_padding_tokens,
     )
+    final["train_padding_share"] = trainer.padding.share  # padding among the token slots the model was fed
     state = trainer.state
     best = trainer.args.load_best_model_at_end and state.best_model_checkpoint and state.best_global_step
     final.update(final_evaluation(outputs.evaluations, step=best or state.global_step))
     if "final_model_step" in final:
         which = f"the best by eval_{params.metric_for_best_model}" if best else "the last step"
         log_scores(f"Final model: step {final['final_model_step']} ({which})", _evals(final))
+    if tokens.valid is not None and params.eval_max_samples and len(tokens.valid) > params.eval_max_samples:
+        _evaluate_every_row(trainer, params, tokens=tokens, final=final)
     final.update(peak_memory(cuda=bool(ctx.cuda_devices)))
     return final
+
+
+def _evaluate_every_row(trainer: Any, params: Seq2SeqParams, *, tokens: TokenizedData, final: dict[str, Any]) -> None:
+    """eval_max_samples: training evaluated a fixed subset; the final model is scored on every validation row."""
+    from job.evaluation import log_scores
+    from job.training.build import compute_metrics
+    from job.training.callbacks import OnEvaluate
+
+    trainer.remove_callback(OnEvaluate)  # metrics.json's evaluations stay the subset's, one per evaluation
+    trainer.compute_metrics = compute_metrics(params, trainer.processing_class, tokens, during_training=False)
+    final.update(trainer.evaluate(eval_dataset=tokens.valid))
+    log_scores(f"Final model on all {len(tokens.valid)} validation rows", _evals(final))
 
 
 def _evals(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -249,13 +267,15 @@ def _model_source(params: Seq2SeqParams, data: DataBundle, *, work_dir: Path) ->
     return storage.localize(source, cache_dir=params.cache_dir, what="model")
 
 
-def _tokenize(params: Seq2SeqParams, data: DataBundle, tokenizer: Any) -> TokenizedData:
+def _tokenize(params: Seq2SeqParams, data: DataBundle, tokenizer: Any, ctx: RunContext) -> TokenizedData:
+    # One process per node tokenizes (the others reuse its cache file), so it may use all the node's CPUs.
+    workers = params.preprocessing_num_workers or ctx.cpu.tokenize_workers(len(data.train))
     return tokenize_data(
         data,
         tokenizer,
         source_prefix=params.source_prefix,
         max_seq_length=params.max_seq_length,
         max_target_length=params.max_target_length,
-        num_proc=params.preprocessing_num_workers,
+        num_proc=workers,
         sort_valid_by_length=params.sort_eval_by_length,
     )

@@ -1,14 +1,21 @@
 """Prefix, tokenize and truncate the splits; measure token lengths and how much truncation cuts.
 
-Tokenization runs through ``datasets.map`` (batched, optional worker processes, cached on disk by fingerprint).
-Nothing is padded here: :func:`job.training.build.build_collator` pads each batch to its own longest row, and labels
-are padded with -100 so padding never counts in the loss.
+Every row is tokenized once, without truncation: its full length feeds the statistics
+(:mod:`job.token_stats`), and the rows longer than the limit are cut from the same tokens, checked against the
+tokenizer's own truncation (:class:`Encoder`). Tokenization runs through ``datasets.map`` (batched, optional
+worker processes) into a cache file that reruns and the other processes of the node reuse. Nothing is padded
+here: :func:`job.training.build.build_collator` pads each batch to its own longest row, and labels are padded
+with -100 so padding never counts in the loss.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -16,43 +23,15 @@ import numpy as np
 
 from job.data import SOURCE, TARGET, DataBundle
 from job.errors import UserError
+from job.locks import file_lock
+from job.token_stats import SplitTokens, split_tokens
 
 log = logging.getLogger(__name__)
 
-LENGTH = "length"  # input tokens after truncation; read by the Trainer's length-grouped sampler
-_FULL_IN, _FULL_OUT = "_input_tokens", "_target_tokens"  # lengths before truncation, for the statistics
-PERCENTILES = (50, 90, 95, 99)
-
-
-@dataclass
-class LengthStats:
-    """Token-length distribution of one column of one split, before truncation."""
-
-    mean: float
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    max: int
-    max_length: int  # the truncation limit in force
-    truncated_share: float  # share of rows longer than max_length
-
-    @classmethod
-    def of(cls, lengths: np.ndarray, max_length: int) -> LengthStats:
-        if lengths.size == 0:
-            return cls(0.0, 0, 0, 0, 0, 0, max_length, 0.0)
-        p50, p90, p95, p99 = (round(float(np.percentile(lengths, q)), 2) for q in PERCENTILES)
-        truncated = float(np.mean(lengths > max_length))
-        mean = round(float(lengths.mean()), 2)
-        return cls(mean, p50, p90, p95, p99, int(lengths.max()), max_length, round(truncated, 4))
-
-
-@dataclass
-class SplitTokens:
-    rows: int
-    inputs: LengthStats
-    targets: LengthStats
-    non_padding_tokens: int  # input + label tokens the model sees per epoch, after truncation
+LENGTH = "length"  # input tokens after truncation; read by length-grouped sampling and eval batch sizing
+FULL_IN, FULL_OUT = "_input_tokens", "_target_tokens"  # lengths before truncation, for the statistics
+TOKEN_CACHE = "seq2seq-job-tokens"  # folder under datasets' cache for tokenized splits
+FORMAT_VERSION = 2  # bump when what a cached tokenized split holds changes
 
 
 @dataclass
@@ -81,6 +60,104 @@ class TokenizedData:
         return "\n".join(lines)
 
 
+class Encoder:
+    """The ``datasets.map`` function: tokenize a batch once, keep full lengths, cut long rows from the same tokens.
+
+    A row longer than the limit becomes its first ``limit - s`` tokens plus its last ``s`` (the special tokens
+    the tokenizer appends, e.g. ``</s>``): what the tokenizer's own right-side truncation gives. Each batch
+    checks that on its first long row against the tokenizer itself; if they differ (another truncation side or
+    layout), that batch's long rows are tokenized again with the tokenizer's truncation.
+    """
+
+    def __init__(self, tokenizer: Any, *, source_prefix: str, limits: tuple[int, int]) -> None:
+        self.tokenizer, self.source_prefix, self.limits = tokenizer, source_prefix, limits
+        self.tails = (special_tail(tokenizer, target=False), special_tail(tokenizer, target=True))
+
+    def __call__(self, batch: dict[str, list[str]]) -> dict[str, list[Any]]:
+        inputs = [self.source_prefix + text for text in batch[SOURCE]]
+        enc = dict(self.tokenizer(inputs))
+        labels = dict(self.tokenizer(text_target=batch[TARGET]))
+        full_in = [len(ids) for ids in enc["input_ids"]]
+        full_out = [len(ids) for ids in labels["input_ids"]]
+        self._truncate(enc, inputs, full_in, target=False)
+        self._truncate(labels, batch[TARGET], full_out, target=True)
+        enc["labels"] = labels["input_ids"]
+        enc[LENGTH] = [min(n, self.limits[0]) for n in full_in]
+        enc[FULL_IN], enc[FULL_OUT] = full_in, full_out
+        return enc
+
+    def _truncate(self, enc: dict[str, list[Any]], texts: list[str], lengths: list[int], *, target: bool) -> None:
+        limit, tail = self.limits[target], self.tails[target]
+        long = [i for i, n in enumerate(lengths) if n > limit]
+        if not long:
+            return
+        first = long[0]
+        keys = [k for k, rows in enc.items() if isinstance(rows, list) and len(rows[first]) == lengths[first]]
+        exact = self._exact([texts[first]], limit, target)
+        if tail is not None and all(_cut(enc[k][first], limit, tail) == exact[k][0] for k in keys):
+            for i in long:
+                for k in keys:
+                    enc[k][i] = _cut(enc[k][i], limit, tail)
+            return
+        exact = self._exact([texts[i] for i in long], limit, target)
+        for j, i in enumerate(long):
+            for k in keys:
+                enc[k][i] = exact[k][j]
+
+    def _exact(self, texts: list[str], limit: int, target: bool) -> Any:
+        if target:
+            return self.tokenizer(text_target=texts, max_length=limit, truncation=True)
+        return self.tokenizer(texts, max_length=limit, truncation=True)
+
+
+def _cut(ids: list[Any], limit: int, tail: int) -> list[Any]:
+    """The first ``limit - tail`` items and the last ``tail`` (the appended special tokens)."""
+    if tail >= limit:
+        return ids[:limit]
+    return ids[: limit - tail] + ids[len(ids) - tail :]
+
+
+def special_tail(tokenizer: Any, *, target: bool) -> int | None:
+    """How many special tokens the tokenizer appends after the text (1 for ``</s>``), or None if unclear."""
+    probe = "a b c"
+
+    def call(**kwargs: Any) -> list[int]:
+        encoded = tokenizer(text_target=probe, **kwargs) if target else tokenizer(probe, **kwargs)
+        return list(encoded["input_ids"])
+
+    try:
+        full, bare = call(), call(add_special_tokens=False)
+    except (TypeError, ValueError, KeyError):  # every long row then gets the tokenizer's own truncation
+        return None
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return len(full) - start - len(bare)
+    return None
+
+
+def cache_key(tokenizer: Any, source_prefix: str, max_seq_length: int, max_target_length: int) -> str:
+    """What a tokenized split depends on besides its rows: the tokenizer's content and these arguments."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        for volatile in ("truncation", "padding"):  # set by each call, not part of what the tokenizer is
+            state.pop(volatile, None)
+        content = json.dumps(state, sort_keys=True)
+    else:
+        content = json.dumps(sorted(tokenizer.get_vocab().items()))
+    described = [
+        FORMAT_VERSION,
+        type(tokenizer).__name__,
+        str(getattr(tokenizer, "src_lang", None)),
+        str(getattr(tokenizer, "tgt_lang", None)),
+        tokenizer.truncation_side,
+        source_prefix,
+        max_seq_length,
+        max_target_length,
+    ]
+    return hashlib.sha256(json.dumps(described).encode() + content.encode()).hexdigest()
+
+
 def tokenize_data(
     data: DataBundle,
     tokenizer: Any,
@@ -90,43 +167,35 @@ def tokenize_data(
     max_target_length: int,
     num_proc: int | None = None,
     sort_valid_by_length: bool = True,
+    cache_dir: Path | None = None,
 ) -> TokenizedData:
-    """Tokenize train (and validation and test) and collect length statistics."""
+    """Tokenize train (and validation and test) once, and collect length statistics from the same pass.
+
+    Splits backed by Arrow files are tokenized into ``cache_dir`` (default: datasets' cache) under a key made of
+    the split's fingerprint, the tokenizer's content and these arguments, one process at a time: a rerun, and
+    every other process of the node (or of any node sharing the folder), loads the result instead of
+    tokenizing again. In-memory splits stay in memory.
+    """
     if not source_prefix and _looks_like_t5_without_prefix(tokenizer):
         log.info("T5-style model and no source_prefix: consider e.g. source_prefix='summarize: '")
-
-    def encode(batch: dict[str, list[str]]) -> dict[str, list[Any]]:
-        inputs = [source_prefix + text for text in batch[SOURCE]]
-        # Untruncated lengths only feed the statistics; the model sees the truncated ids below.
-        full_in = tokenizer(inputs, truncation=False)["input_ids"]
-        full_out = tokenizer(text_target=batch[TARGET], truncation=False)["input_ids"]
-        enc = tokenizer(inputs, max_length=max_seq_length, truncation=True)
-        labels = tokenizer(text_target=batch[TARGET], max_length=max_target_length, truncation=True)
-        enc["labels"] = labels["input_ids"]
-        enc[LENGTH] = [len(ids) for ids in enc["input_ids"]]
-        enc[_FULL_IN] = [len(ids) for ids in full_in]
-        enc[_FULL_OUT] = [len(ids) for ids in full_out]
-        return enc
-
+    encode = Encoder(tokenizer, source_prefix=source_prefix, limits=(max_seq_length, max_target_length))
+    folder = cache_dir or Path(datasets.config.HF_DATASETS_CACHE) / TOKEN_CACHE
+    key = cache_key(tokenizer, source_prefix, max_seq_length, max_target_length)
     splits: dict[str, datasets.Dataset] = {}
     stats: dict[str, SplitTokens] = {}
     references: list[str] | None = None
     for name, split in (("train", data.train), ("validation", data.valid), ("test", data.test)):
         if split is None:
             continue
-        try:
-            with _quiet_length_warning():
-                tokenized = split.map(
-                    encode,
-                    batched=True,
-                    num_proc=num_proc,
-                    remove_columns=split.column_names,
-                    desc=f"Tokenizing {name}",
-                )
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"could not tokenize the {name} split: {exc}") from None
-        stats[name] = _measure(tokenized, max_seq_length, max_target_length)
-        tokenized = tokenized.remove_columns([_FULL_IN, _FULL_OUT])
+        tokenized = _tokenize_split(split, encode, name=name, num_proc=num_proc, folder=folder, key=key)
+        stats[name] = split_tokens(
+            tokenized,
+            inputs=FULL_IN,
+            targets=FULL_OUT,
+            max_seq_length=max_seq_length,
+            max_target_length=max_target_length,
+        )
+        tokenized = tokenized.remove_columns([FULL_IN, FULL_OUT])
         if name == "validation":
             tokenized, references = _generation_order(tokenized, split[TARGET], sort=sort_valid_by_length)
         splits[name] = tokenized
@@ -156,16 +225,31 @@ def _generation_order(
     return tokenized.select(order), [references[i] for i in order]
 
 
-def _measure(tokenized: datasets.Dataset, max_seq_length: int, max_target_length: int) -> SplitTokens:
-    full_in = np.asarray(tokenized[_FULL_IN], dtype=np.int64)
-    full_out = np.asarray(tokenized[_FULL_OUT], dtype=np.int64)
-    seen = np.minimum(full_in, max_seq_length).sum() + np.minimum(full_out, max_target_length).sum()
-    return SplitTokens(
-        rows=len(tokenized),
-        inputs=LengthStats.of(full_in, max_seq_length),
-        targets=LengthStats.of(full_out, max_target_length),
-        non_padding_tokens=int(seen),
-    )
+def _tokenize_split(
+    split: datasets.Dataset, encode: Encoder, *, name: str, num_proc: int | None, folder: Path, key: str
+) -> datasets.Dataset:
+    """``split`` tokenized: from the cache when a process already did it, else now (under the cache's lock)."""
+    cached = bool(split.cache_files)  # backed by Arrow files: a stable fingerprint, worth a cache file
+    fingerprint = hashlib.sha256(f"{split._fingerprint}|{key}".encode()).hexdigest()[:32]
+    target = folder / f"tokens-{fingerprint}.arrow"
+    workers = num_proc if num_proc and num_proc > 1 and len(split) >= 2 * num_proc else None
+    options: dict[str, Any] = {
+        "batched": True,
+        "num_proc": workers,
+        "remove_columns": split.column_names,
+        "desc": f"Tokenizing {name}",
+        "new_fingerprint": fingerprint,
+    }
+    if cached:
+        options["cache_file_name"] = str(target)
+    else:
+        options["keep_in_memory"] = True
+    lock = file_lock(target.with_suffix(".lock"), waiting=f"Waiting for another process tokenizing {name}")
+    try:
+        with lock if cached else contextlib.nullcontext(), _quiet_length_warning():
+            return split.map(encode, **options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"could not tokenize the {name} split: {exc}") from None
 
 
 def _looks_like_t5_without_prefix(tokenizer: Any) -> bool:

@@ -275,3 +275,36 @@ def test_token_mean_loss_weighs_every_target_token_the_same(tiny_t5_dir) -> None
     # as the Trainer calls it: divided by the target tokens of the whole step (all processes, all micro-batches)
     whole_step = token_mean_loss(outputs, batch["labels"], num_items_in_batch=torch.tensor(4 * tokens))
     assert float(whole_step) == pytest.approx(float(outputs.loss) / 4, rel=1e-5)
+
+
+def test_micro_batches_under_ddp_train_like_one_plain_process(tiny_t5_dir, tmp_path) -> None:
+    """Mixed lengths, so each rank cuts its rows into length-sorted micro-batches (not necessarily as many as
+    the other rank): all but the last run under DDP's no_sync, so gradients are exchanged once per step. The
+    step losses are still those of one process on whole random batches of the same 16 rows."""
+    from test_sampling import write_length_correlated_task
+
+    data = write_length_correlated_task(tmp_path / "data", train_rows=64, valid_rows=8)
+    model = without_dropout(tiny_t5_dir, tmp_path / "t5")
+    common = dict(data_path=str(data), model=str(model), **TINY_PARAMS, eval_batch_size=8)
+    train(Seq2SeqParams(**common, project_name=str(tmp_path / "plain"), batch_size=16, microbatch_by_length=False))
+    split = run_launch(
+        "train",
+        *flags(**common, project_name=tmp_path / "split", batch_size=8, num_processes=2),
+        log=tmp_path / "split.log",
+        timeout=420,
+    )
+    assert split.rc == 0, split.tail()
+    plain_losses, split_losses = step_losses(tmp_path / "plain"), step_losses(tmp_path / "split")
+    assert len(plain_losses) == len(split_losses) == 8
+    assert split_losses == pytest.approx(plain_losses, rel=1e-3)
+    plain, ours = _metrics(tmp_path / "plain"), _metrics(tmp_path / "split")
+    assert ours["train_padding_share"] < plain["train_padding_share"] - 0.1  # the micro-batches did cut padding
+    assert ours["eval_loss"] == pytest.approx(plain["eval_loss"], rel=1e-3)
+
+
+def test_deepspeed_runs_each_step_as_one_batch() -> None:
+    from job.training.build import group_cost
+
+    assert group_cost(Seq2SeqParams(data_path="d", deepspeed="zero2"), cuda=False) is None
+    assert group_cost(Seq2SeqParams(data_path="d", microbatch_by_length=False), cuda=False) is None
+    assert group_cost(Seq2SeqParams(data_path="d"), cuda=True).min_tokens > 0

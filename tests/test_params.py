@@ -29,7 +29,7 @@ def test_defaults_match_the_documented_ones() -> None:
         max_target_length=128,
         warmup_ratio=0.1,
         gradient_accumulation=1,
-        optimizer="adamw_torch",
+        optimizer=None,  # adamw_torch, or adamw_torch_fused on CUDA (job.training.args)
         scheduler="linear",
         weight_decay=0.0,
         max_grad_norm=1.0,
@@ -61,6 +61,16 @@ def test_defaults_match_the_documented_ones() -> None:
         length_penalty=1.0,
         no_repeat_ngram_size=0,
         test_split=None,
+        microbatch_by_length=True,
+        group_by_length=False,
+        eval_batch_size=None,
+        eval_max_samples=None,
+        max_steps=None,
+        warmup_steps=None,
+        label_smoothing=0.0,
+        gradient_checkpointing=None,
+        torch_compile=False,
+        dataloader_num_workers=None,
     )
     assert {k: getattr(p, k) for k in expected} == expected
 
@@ -134,6 +144,12 @@ def test_json_list_of_target_modules() -> None:
         ({"eval_strategy": "steps"}, ["eval_steps"]),
         ({"valid_split": "v", "save_strategy": "steps", "save_steps": 5}, ["save_strategy (steps)", "eval_strategy"]),
         ({"batch_size": "many"}, ["batch_size='many'", "integer"]),
+        ({"warmup_steps": 10, "warmup_ratio": 0.2}, ["give warmup_steps or warmup_ratio, not both"]),
+        ({"warmup_steps": -1}, ["warmup_steps=-1", "greater than or equal to 0"]),
+        ({"max_steps": 0}, ["max_steps=0", "greater than or equal to 1"]),
+        ({"label_smoothing": 1.0}, ["label_smoothing=1.0", "less than 1"]),
+        ({"eval_max_samples": 0}, ["eval_max_samples=0"]),
+        ({"dataloader_num_workers": -2}, ["dataloader_num_workers=-2"]),
     ],
 )
 def test_validation_errors_name_the_field_and_allowed_values(kwargs, fragments) -> None:

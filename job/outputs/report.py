@@ -6,9 +6,10 @@
       "status": "running" | "completed",
       "metrics": ["bleu", "chrf", …], "target_language": "de" | null,   what the evaluations compute
       <final figures>            train_loss, train_runtime, train_samples_per_second, train_tokens_per_second,
-                                 global_step, peak_host_memory_mb (…gpu…),
+                                 train_padding_share, global_step, peak_host_memory_mb (…gpu…),
                                  final_model_step and eval_*: the step of the saved model (the best checkpoint's
-                                 with load_best_model_at_end) and its evaluation, one of "evaluations",
+                                 with load_best_model_at_end) and its evaluation, one of "evaluations" (with
+                                 eval_max_samples: its evaluation on every validation row),
                                  test_* with test_split: test_loss, test_bleu…, test_gen_len, test_runtime, …
       "generation": {"max_new_tokens", "num_beams", "length_penalty", "no_repeat_ngram_size"}
       "objective": {"name", "value", "goal"}   the tuning objective of the final model (with evaluation)

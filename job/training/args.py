@@ -19,31 +19,61 @@ def steps_per_epoch(params: Seq2SeqParams, train_rows: int, world_size: int) -> 
     return max(1, math.ceil(train_rows / params.effective_batch_size(world_size)))
 
 
+def total_steps(params: Seq2SeqParams, train_rows: int, world_size: int) -> int:
+    """Optimizer steps in the whole run: max_steps, else steps per epoch × epochs."""
+    return params.max_steps or math.ceil(steps_per_epoch(params, train_rows, world_size) * params.epochs)
+
+
 def auto_logging_steps(params: Seq2SeqParams, train_rows: int, world_size: int) -> int:
     """About 25 log lines per run, at least every step and at most every 500 steps."""
     if params.logging_steps > 0:
         return params.logging_steps
-    total = math.ceil(steps_per_epoch(params, train_rows, world_size) * params.epochs)
+    total = total_steps(params, train_rows, world_size)
     return max(1, min(500, total // 25))
 
 
+def default_optimizer(*, cuda: bool) -> str:
+    """adamw_torch_fused on CUDA (one kernel for all parameters), adamw_torch elsewhere."""
+    return "adamw_torch_fused" if cuda else "adamw_torch"
+
+
+def dataloader_workers(params: Seq2SeqParams, *, cuda: bool, cpus_per_process: int) -> int:
+    """dataloader_num_workers, or: 0 on CPU (workers would take the training's cores), 2 per GPU process if
+    it has 4+ CPUs (collating the next batch while the GPU runs this one)."""
+    if params.dataloader_num_workers is not None:
+        return params.dataloader_num_workers
+    return 2 if cuda and cpus_per_process >= 4 else 0
+
+
 def build_training_args(
-    params: Seq2SeqParams, *, train_rows: int, has_eval: bool, world_size: int = 1
+    params: Seq2SeqParams,
+    *,
+    train_rows: int,
+    has_eval: bool,
+    world_size: int = 1,
+    eval_batch_size: int | None = None,
+    num_workers: int = 0,
 ) -> Seq2SeqTrainingArguments:
     """The Trainer's arguments: ours where we have a parameter, the Trainer's defaults elsewhere."""
     evaluates = has_eval and params.evaluates
-    on_cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    cuda = torch.cuda.is_available()
+    on_cpu = not cuda and not torch.backends.mps.is_available()
     metric = "eval_" + params.metric_for_best_model
     return Seq2SeqTrainingArguments(
         output_dir=str(params.resolved_checkpoint_dir),
         learning_rate=params.lr,
         num_train_epochs=params.epochs,
+        max_steps=params.max_steps or -1,
         per_device_train_batch_size=params.batch_size,
-        per_device_eval_batch_size=params.eval_batch_size or params.batch_size,
+        per_device_eval_batch_size=eval_batch_size or params.eval_batch_size or params.batch_size,
         gradient_accumulation_steps=params.gradient_accumulation,
-        optim=params.optimizer,
+        optim=params.optimizer or default_optimizer(cuda=cuda),
         lr_scheduler_type=params.scheduler,
-        warmup_steps=params.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        # warmup_steps: an int is a number of steps; a float < 1 is a ratio of the total steps (transformers 5)
+        warmup_steps=params.warmup_steps if params.warmup_steps is not None else params.warmup_ratio,
+        label_smoothing_factor=params.label_smoothing,  # applied by job.training.loss (compute_loss_func)
+        torch_compile=params.torch_compile,
+        dataloader_num_workers=num_workers,
         weight_decay=params.weight_decay,
         max_grad_norm=params.max_grad_norm,
         seed=params.seed,

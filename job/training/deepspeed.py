@@ -92,7 +92,7 @@ def _config_mismatches(config: dict[str, Any], params: Seq2SeqParams) -> list[st
             f"{where} is ZeRO-3 without zero_optimization.stage3_gather_16bit_weights_on_model_save=true: the final "
             "model would be saved as shards that from_pretrained cannot load; set it to true"
         )
-    if "optimizer" in config and params.optimizer not in _ADAMW_OPTIMIZERS:
+    if "optimizer" in config and params.optimizer not in (None, *_ADAMW_OPTIMIZERS):  # None: the default AdamW
         problems.append(
             f"{where} brings its own optimizer ({config['optimizer'].get('type')}), so optimizer={params.optimizer} "
             "would be ignored; use optimizer=adamw_torch or a config without an optimizer section (e.g. zero3)"

@@ -1,0 +1,77 @@
+"""The job's Seq2SeqTrainer: each training step's random rows run as length-sorted micro-batches.
+
+Only :meth:`JobTrainer.training_step` differs from transformers' ``Seq2SeqTrainer``. The Trainer still draws
+``batch_size`` random rows per micro-step and ``gradient_accumulation`` micro-steps per optimizer step, counts
+the step's target tokens (``num_items_in_batch``, over all processes), clips the whole step's gradient and steps
+the optimizer and the schedule once: steps per epoch, the schedule, resume positions and DDP shares are the
+plain setup's. Inside one micro-step the rows are cut into length-sorted groups
+(:mod:`job.training.microbatches`); every group but the last runs under DDP's ``no_sync``, so processes
+exchange gradients once per step, as before, however many groups each cut. (Under DeepSpeed, whose ZeRO
+reduces gradients in every backward pass, :func:`job.training.build.group_cost` turns the split off.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler, SequentialSampler
+from transformers import Seq2SeqTrainer
+
+from job import generation
+from job.training.microbatches import GroupCost, PaddingCount, split_batch
+
+
+class JobTrainer(Seq2SeqTrainer):
+    """``Seq2SeqTrainer`` plus length-sorted micro-batches inside each training step (``group_cost=None``: off);
+    evaluation rows in their order, and the model's generation config left as it was."""
+
+    def __init__(
+        self, *args: Any, group_cost: GroupCost | None = None, pad_to_multiple_of: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.group_cost = group_cost
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.padding = PaddingCount()  # what the model was fed: train_padding_share in metrics.json
+
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        # Without the step's token count each group's loss would be its own mean, and the sum would be wrong.
+        if self.group_cost is None or num_items_in_batch is None:
+            parts = [inputs]
+        else:
+            parts = split_batch(inputs, self.group_cost, pad_to_multiple_of=self.pad_to_multiple_of)
+        for part in parts:
+            self.padding.add(part)
+        if len(parts) == 1:
+            return super().training_step(model, inputs, num_items_in_batch)
+        state = self.accelerator.gradient_state
+        sync = state.sync_gradients  # the Trainer's decision for this micro-step (True at the step's end)
+        losses: list[torch.Tensor] = []
+        try:
+            for index, part in enumerate(parts):
+                last = index == len(parts) - 1
+                state._set_sync_gradients(sync and last)  # what accelerate reads as "the step's last backward"
+                quiet = contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+                with quiet:
+                    losses.append(super().training_step(model, part, num_items_in_batch))
+        finally:
+            state._set_sync_gradients(sync)
+        return torch.stack(losses).sum()  # each is a share of the step's token mean: they add up to the batch's
+
+    def prediction_step(self, model: Any, inputs: Any, prediction_loss_only: bool, **kwargs: Any) -> Any:
+        with generation.kept_generation_config(self.model):  # see job.generation
+            return super().prediction_step(model, inputs, prediction_loss_only, **kwargs)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
+        """The dataset's order (distributed: the Trainer's sharding, gathered back in order).
+
+        Under train_sampling_strategy=group_by_length transformers 5 also batches evaluation rows in random
+        length groups; the job's validation rows are sorted by length already, and predictions must come back in
+        the rows' order to be scored against their references (job.metrics) and written next to their inputs.
+        """
+        if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
