@@ -197,7 +197,6 @@ def _evaluate(args: argparse.Namespace, env: Any) -> int:
     from job import storage
     from job.context import storage_settings
     from job.evaluate_folder import EvaluateRequest, evaluate_folder, print_report
-    from job.predict import training_params
 
     storage.configure(storage_settings(env))
     model_dir = Path(args.model_dir)
@@ -218,7 +217,7 @@ def _evaluate(args: argparse.Namespace, env: Any) -> int:
         generation=generation_overrides(args),
         token=env.get("HF_TOKEN") or None,
     )
-    print_report(evaluate_folder(request, trained=training_params(model_dir)))
+    print_report(evaluate_folder(request))
     return EXIT_OK
 
 

@@ -22,8 +22,8 @@ from typing import Any
 from job import manifest, metric_sets
 from job.data import SOURCE, TARGET
 from job.errors import UserError
-from job.jsonfiles import write_atomic
-from job.outputs.files import EVALUATION, PREDICTIONS
+from job.jsonfiles import read_object_or_empty, write_atomic
+from job.outputs.files import EVALUATION, PARAMS, PREDICTIONS
 from job.outputs.report import Machine, evaluation_report
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,10 @@ class EvaluateRequest:
     token: str | None = None
 
 
-def evaluate_folder(request: EvaluateRequest, *, trained: Mapping[str, Any]) -> dict[str, Any]:
+def evaluate_folder(request: EvaluateRequest) -> dict[str, Any]:
     """Score ``request.model_dir`` on the split; return the report (and write it with ``request.output``)."""
     _check_output(request.output)
+    trained = read_object_or_empty(request.model_dir / PARAMS)  # ours: the training run's settings; else {}
     settings = _settings(request, trained)
     raw, split_report = _load(request, trained, settings)
     from job.predict import load_for_inference
