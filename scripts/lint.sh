@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV_BIN:-.venv/bin}
 "$BIN/hadolint" Dockerfile
-"$BIN/shellcheck" entrypoint.sh scripts/*.sh .ci/run
+"$BIN/shellcheck" entrypoint.sh scripts/*.sh bench/*.sh .ci/run
 "$BIN/python" scripts/lint_manifests.py
 echo "lint: Dockerfile, shell scripts and Kubernetes manifests are clean"

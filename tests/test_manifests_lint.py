@@ -20,7 +20,7 @@ from job.params import Seq2SeqParams
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFESTS = sorted((REPO / "k8s").glob("*.yaml"))
-SCRIPTS = [REPO / "entrypoint.sh", *sorted((REPO / "scripts").glob("*.sh"))]
+SCRIPTS = [REPO / "entrypoint.sh", *sorted((REPO / "scripts").glob("*.sh")), *sorted((REPO / "bench").glob("*.sh"))]
 
 
 def tool(name: str) -> str:
