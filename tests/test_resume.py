@@ -136,30 +136,31 @@ def bare_params(tmp_path: Path, **extra: object) -> Seq2SeqParams:
     return Seq2SeqParams(data_path=str(tmp_path / "data.csv"), project_name=str(tmp_path / "out"), **extra)
 
 
-def test_auto_takes_the_highest_complete_checkpoint_across_local_and_platform_folders(
-    tmp_path, monkeypatch, caplog
-) -> None:
+def find(params: Seq2SeqParams, *, kept: tuple[Path, ...] = ()) -> str | None:
+    """resume.find_checkpoint as the main process runs it, with ``kept`` as the platform's checkpoint folders."""
+    return resume.find_checkpoint(resume.Scope(params, main_process=True, kept_dirs=kept))
+
+
+def test_auto_takes_the_highest_complete_checkpoint_across_local_and_platform_folders(tmp_path, caplog) -> None:
     caplog.set_level(logging.INFO)
     params = bare_params(tmp_path)
-    own = params.checkpoints_dir
+    own = params.resolved_checkpoint_dir
     fake_checkpoint(own, 4)
     fake_checkpoint(own, 12, complete=False)  # killed while saving
     damaged = fake_checkpoint(own, 10)
     (damaged / "model.safetensors").write_bytes(os.urandom(256))  # same size, other bytes
-    platform = tmp_path / "aip-checkpoints"
-    monkeypatch.setenv("AIP_CHECKPOINT_DIR", str(platform))
+    platform = tmp_path / "aip-checkpoints"  # the platform's folder (RunContext.kept_checkpoint_dirs)
     fake_checkpoint(platform, 8)
     fake_checkpoint(platform, 14, complete=False)
 
-    assert resume.find_checkpoint(params) == str(platform / "checkpoint-8")
+    assert find(params, kept=(platform,)) == str(platform / "checkpoint-8")
     assert "Resuming from" in caplog.text and "(step 8, platform)" in caplog.text
     assert len(re.findall(r"Skipping incomplete checkpoint", caplog.text)) == 3
     assert not (own / "checkpoint-12").exists() and not damaged.exists()  # ours: removed
     assert (platform / "checkpoint-14").exists()  # the platform's folder is only read
 
-    monkeypatch.delenv("AIP_CHECKPOINT_DIR")
-    assert resume.find_checkpoint(params) == str(own / "checkpoint-4")
-    assert resume.find_checkpoint(bare_params(tmp_path, resume="never")) is None
+    assert find(params) == str(own / "checkpoint-4")
+    assert find(bare_params(tmp_path, resume="never")) is None
 
 
 def test_explicit_resume_path_folder_and_bad_values(tmp_path) -> None:
@@ -167,14 +168,12 @@ def test_explicit_resume_path_folder_and_bad_values(tmp_path) -> None:
     fake_checkpoint(store, 3)
     fake_checkpoint(store, 6)
     partial = fake_checkpoint(store, 9, complete=False)
-    assert resume.find_checkpoint(bare_params(tmp_path, resume=str(store / "checkpoint-3"))) == str(
-        store / "checkpoint-3"
-    )
-    assert resume.find_checkpoint(bare_params(tmp_path, resume=str(store))) == str(store / "checkpoint-6")
+    assert find(bare_params(tmp_path, resume=str(store / "checkpoint-3"))) == str(store / "checkpoint-3")
+    assert find(bare_params(tmp_path, resume=str(store))) == str(store / "checkpoint-6")
     with pytest.raises(UserError, match=r"resume=.*checkpoint-9: no complete checkpoint there"):
-        resume.find_checkpoint(bare_params(tmp_path, resume=str(partial)))
+        find(bare_params(tmp_path, resume=str(partial)))
     with pytest.raises(UserError, match=r"resume=.*nope: no such folder"):
-        resume.find_checkpoint(bare_params(tmp_path, resume=str(tmp_path / "nope")))
+        find(bare_params(tmp_path, resume=str(tmp_path / "nope")))
     with pytest.raises(UserError, match=r"resume=foo://x: unsupported scheme"):
         bare_params(tmp_path, resume="foo://x")
     assert bare_params(tmp_path, resume=" NEVER ").resume == "never"
@@ -194,10 +193,10 @@ def test_auto_downloads_the_newest_complete_remote_checkpoint(s3_bucket, tmp_pat
 
     boto3.client("s3").put_object(Bucket=s3_bucket, Key="run/checkpoints/checkpoint-9/model.safetensors", Body=b"x")
     params = bare_params(tmp_path, output_uri=uri)
-    fake_checkpoint(params.checkpoints_dir, 4)
+    fake_checkpoint(params.resolved_checkpoint_dir, 4)
 
-    found = resume.find_checkpoint(params)
-    assert found == str(params.checkpoints_dir / "checkpoint-6")
+    found = find(params)
+    assert found == str(params.resolved_checkpoint_dir / "checkpoint-6")
     assert manifest.verify(Path(found), checksums=True)
     assert f"Resuming from {uri}/checkpoints/checkpoint-6 (step 6, output_uri)" in caplog.text
     assert "checkpoint-9" not in caplog.text
