@@ -226,3 +226,41 @@ def test_a_malicious_deepspeed_state_in_the_bucket_never_runs(
     assert not marker.exists()
     load_like_deepspeed(payload)  # the same bytes, loaded as DeepSpeed would: the payload is live
     assert marker.exists()
+
+
+@pytest.mark.slow
+def test_a_real_deepspeed_resume_skips_a_malicious_state_and_loads_the_previous_checkpoint(
+    tiny_t5_dir, keywords_task_dir, s3_bucket, s3_env, tmp_path
+) -> None:
+    """ZeRO-2 on two CPU processes (torchrun, gloo): the newest checkpoint in the bucket gets a model state that
+    runs code when DeepSpeed loads it; the resume on a fresh machine skips it and DeepSpeed loads the one before."""
+    from launch_helpers import run_launch
+
+    out = tmp_path / "run"
+    args = [
+        *train_args(keywords_task_dir, tiny_t5_dir, out, "--output-uri", f"s3://{s3_bucket}/run"),
+        *("--save-steps", "2", "--num-processes", "2", "--deepspeed", "zero2"),
+    ]  # 32 rows / (8 × 2 processes) = 2 steps per epoch: checkpoints 2 and 4
+    first = run_launch(*args, log=tmp_path / "first.log", timeout=600)
+    assert first.rc == EXIT_OK, first.tail()
+    client = boto3.client("s3", endpoint_url=s3_env.endpoint_url)
+    prefix, states = "run/checkpoints/checkpoint-4/", "global_step4/mp_rank_00_model_states.pt"
+    marker, payload = tmp_path / "pwned", tmp_path / "mp_rank_00_model_states.pt"
+    write_malicious(payload, marker)
+    client.put_object(Bucket=s3_bucket, Key=prefix + states, Body=payload.read_bytes())
+    listed = json.loads(client.get_object(Bucket=s3_bucket, Key=prefix + manifest.MANIFEST)["Body"].read())
+    assert states in listed["files"]  # a real DeepSpeed state is replaced, not an extra file added
+    listed["files"][states] = {"size": payload.stat().st_size, "sha256": _sha(payload)}
+    client.put_object(Bucket=s3_bucket, Key=prefix + manifest.MANIFEST, Body=json.dumps(listed).encode())
+    client.delete_object(Bucket=s3_bucket, Key="run/manifest.json")
+    shutil.rmtree(out)
+
+    rerun = run_launch(*args, log=tmp_path / "rerun.log", timeout=600)
+    assert rerun.rc == EXIT_OK, rerun.tail()
+    assert "Skipping untrusted checkpoint" in rerun.text and "refers to posix.system" in rerun.text
+    assert f"Resuming from s3://{s3_bucket}/run/checkpoints/checkpoint-2 (step 2, output_uri)" in rerun.text
+    steps = [int(s) for s in re.findall(r"job\.training\.callbacks: step (\d+)/4 ", rerun.text)]
+    assert steps and steps[0] == 3 and steps[-1] == 4, steps  # DeepSpeed restored step 2 and went on
+    assert not marker.exists() and manifest.verify(out, checksums=True)
+    load_like_deepspeed(payload)
+    assert marker.exists()

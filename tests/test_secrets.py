@@ -175,6 +175,8 @@ def test_no_error_path_prints_a_secret(name, tmp_path) -> None:
     assert [line for line in text.splitlines() if " ERROR " in line], text[-2000:]  # it did fail, with a line
     assert canary not in text, [line for line in text.splitlines() if canary in line]
     assert termination.read_text().strip() and canary not in termination.read_text()
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # e.g. training_params.json
+    assert [p for p in written if canary.encode() in p.read_bytes()] == []
 
 
 def test_a_token_on_the_command_line_is_warned_about(tmp_path) -> None:
