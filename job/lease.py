@@ -208,7 +208,7 @@ class Lease:
         """Stop renewing; with ``release`` also delete the lease (if it is still ours)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=2)  # a renewal stuck on a stalled network must not eat the grace period
         _live.discard(self.claim.owner)
         if release and self.lost_to is None and self.version is not None:
             try:

@@ -39,7 +39,7 @@ from job import manifest
 from job.errors import EXIT_PREEMPTED, Preempted, SignalStop
 from job.outputs.files import checkpoint_step
 
-log = logging.getLogger("job.training.preemption")
+log = logging.getLogger("job.training.preemption")  # one name for every line about signals
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 BEFORE, TRAINING, AFTER = "before training", "training", "after training"
