@@ -22,6 +22,8 @@ from job.context import RunContext, environment, read_context
 from job.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR, UserError
 from job.generation import SETTINGS
 from job.params import ENV_PREFIX, PARAMS_ENV, Seq2SeqParams
+from job.secrets import secret_values
+from job.usage import ArgParser, UsageError, warn_token_flag
 
 log = logging.getLogger("job")
 
@@ -30,7 +32,7 @@ GROUPS = ("Data", "Model", "Training", "Evaluation", "Output", "Storage", "Resil
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgParser(
         prog="seq2seq-job",
         description="Fine-tune encoder-decoder models (T5, BART, mBART, Pegasus, Marian) with Seq2SeqTrainer.",
         epilog=f"Every parameter can also come from the environment ({ENV_PREFIX}LR=1e-4) or a JSON file "
@@ -147,16 +149,25 @@ def normalise_argv(argv: list[str]) -> list[str]:
         return argv
     if not argv:
         return ["--help"]
-    return ["train", *argv]
+    return ["train", *argv] if argv[0].startswith("-") else argv  # a mistyped command is reported as one
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``seq2seq-job``: parse, then run the command through the one exit path (job.exits)."""
-    args = build_parser().parse_args(normalise_argv(list(sys.argv[1:] if argv is None else argv)))
+    argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    env = environment()
+    process = read_context(env).process
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:  # one masked line and exit 2, through the same exit path as every failure
+        from job.logs import install_handler
+
+        install_handler(process, secrets=secret_values(env))
+        error = exc
+        return exits.run(lambda: _raise(error), name="seq2seq-job", env=env)
     from job.logs import setup_logging
 
-    env = environment()
-    setup_logging(read_context(env).process, verbose=args.verbose)
+    setup_logging(process, verbose=args.verbose, secrets=secret_values(env))
     volumes: list[Path] = []  # where the job writes: a failure there with no space left is reported as disk full
 
     def command() -> int:
@@ -166,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args, env)
         from job.preflight import preflight
 
+        warn_token_flag(argv)
         overrides = {k: v for k, v in vars(args).items() if k in Seq2SeqParams.model_fields}
         ctx, params = preflight(overrides, params_file=args.params, env=env)
         volumes.extend([params.output_dir, params.resolved_checkpoint_dir])
@@ -174,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _train(params, ctx)
 
     return exits.run(command, name=args.command, env=env, volumes=lambda: volumes)
+
+
+def _raise(exc: BaseException) -> int:
+    raise exc
 
 
 def _predict(args: argparse.Namespace) -> int:

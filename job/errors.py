@@ -49,6 +49,16 @@ class Preempted(Exception):
         self.checkpoint = checkpoint
 
 
+class SignalStop(BaseException):
+    """SIGTERM/SIGINT outside the training loop: stop now (:mod:`job.stopping`), exit ``EXIT_PREEMPTED``.
+
+    A BaseException, like KeyboardInterrupt, so that no library's ``except Exception`` swallows it and the run
+    carries on past the platform's grace period.
+    """
+
+    exit_code = EXIT_PREEMPTED
+
+
 def exception_chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and its causes/contexts, outermost first (libraries often hide the real error in ``__context__``)."""
     out: list[BaseException] = []

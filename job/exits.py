@@ -23,7 +23,16 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from job.context import EXIT_CODE_DIR_ENV
-from job.errors import EXIT_FAILURE, EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR, Preempted, UserError, disk_full
+from job.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    EXIT_USER_ERROR,
+    Preempted,
+    SignalStop,
+    UserError,
+    disk_full,
+)
 from job.platforms.failure import write_failure
 from job.storage.errors import StorageError
 
@@ -57,7 +66,7 @@ def _failed(exc: BaseException, *, name: str, env: Mapping[str, str], volumes: C
         raise exc
     if isinstance(exc, UserError):
         return _report(str(exc), EXIT_USER_ERROR, env)
-    if isinstance(exc, Preempted):  # checkpoint saved and uploaded; the platform's retry resumes
+    if isinstance(exc, Preempted | SignalStop):  # checkpoint saved and uploaded (or nothing yet): the retry resumes
         log.warning("%s", exc)
         return EXIT_PREEMPTED
     if isinstance(exc, KeyboardInterrupt):

@@ -18,7 +18,7 @@ from job.params import Seq2SeqParams
 log = logging.getLogger(__name__)
 
 # Checkpoints and logs are not part of the model; manifest.json describes the local folder, not the repo.
-IGNORE = ["checkpoints/**", "logs/**", "**/.uploading/**", "manifest.json", "*.tmp", "*.part"]
+IGNORE = ["checkpoints/**", "logs/**", "**/.uploading/**", "manifest.json", "*.tmp", "*.part", ".job-lease.json*"]
 
 
 def repo_id_for(params: Seq2SeqParams) -> str:

@@ -131,16 +131,14 @@ def describe(*, command: Sequence[str], nproc_per_node: int, topology: Topology,
 
 # -------------------------------------------------------------------------------------------------- running
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
     from job.cli import normalise_argv
+    from job.context import ProcessInfo
+    from job.logs import install_handler
+    from job.secrets import secret_values
 
-    job_argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     env = environment()
+    install_handler(ProcessInfo(), secrets=secret_values(env))  # every line masked, as the job's own
+    job_argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     if not job_argv or job_argv[0] != "train" or "--dry-run" in job_argv:
         _exec([sys.executable, "-m", "job", *job_argv], clean_env(env))  # validate, predict, evaluate: 1 process
     return exits.run(lambda: _launch(job_argv, env), name="launch", env=env)

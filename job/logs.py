@@ -1,27 +1,59 @@
-"""Log set-up: one plain line per record (readable in CloudWatch, Cloud Logging and kubectl logs)."""
+"""Log set-up: one plain line per record (readable in CloudWatch, Cloud Logging and kubectl logs).
+
+Every line goes through :class:`MaskingFormatter`: known secret values, URL credentials and token shapes are
+masked (:func:`job.secrets.mask`) in the message, its arguments and any traceback, whoever logged it.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import warnings
+from collections.abc import Iterable
 
 from job.context import ProcessInfo
+from job.secrets import mask, remember
 
 FORMAT = "%(asctime)s %(levelname)s {where}%(name)s: %(message)s"
 SECRET_LEAKING_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "google.auth", "google.cloud")
 
 
-def setup_logging(process: ProcessInfo, *, verbose: bool = False) -> None:
-    """INFO on the main process, WARNING elsewhere, so N processes don't print N copies of everything."""
-    main = process.is_main
-    level = logging.DEBUG if verbose else logging.INFO if main else logging.WARNING
+class MaskingFormatter(logging.Formatter):
+    """The usual one-line format, with every secret masked in the finished text (traceback included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))
+
+
+class _NoDuplicateErrors(logging.Filter):
+    """Drops the ERROR records of libraries that log the error they are about to raise (datasets' file builders):
+    the job's own one-line error (job.exits) reports it, so a failure reads as exactly one ERROR line."""
+
+    PREFIXES = ("datasets.packaged_modules",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR or not record.name.startswith(self.PREFIXES)
+
+
+def install_handler(process: ProcessInfo, *, verbose: bool = False, secrets: Iterable[str] = ()) -> int:
+    """The root handler alone (no library imports: fast enough for a command-line error); returns the level."""
+    remember(secrets)
+    level = logging.DEBUG if verbose else logging.INFO if process.is_main else logging.WARNING
     where = f"[rank {process.rank}] " if process.world_size > 1 else ""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT.format(where=where), datefmt="%Y-%m-%dT%H:%M:%S"))
+    handler.setFormatter(MaskingFormatter(FORMAT.format(where=where), datefmt="%Y-%m-%dT%H:%M:%S"))
+    handler.addFilter(_NoDuplicateErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # warnings.warn() text goes through the masking handler too
+    return level
+
+
+def setup_logging(process: ProcessInfo, *, verbose: bool = False, secrets: Iterable[str] = ()) -> None:
+    """INFO on the main process, WARNING elsewhere, so N processes don't print N copies of everything."""
+    main = process.is_main
+    level = install_handler(process, verbose=verbose, secrets=secrets)
 
     import datasets
     import transformers
@@ -35,6 +67,7 @@ def setup_logging(process: ProcessInfo, *, verbose: bool = False) -> None:
     for name in ("datasets", "huggingface_hub"):
         logging.getLogger(name).handlers.clear()
     logging.getLogger("absl").setLevel(logging.WARNING)  # rouge_score logs "Using default tokenizer" per call
+
     # Their DEBUG records print signed request headers (the AWS access key id, x-amz-security-token): never
     # below INFO, even with --verbose (tests/test_secrets.py).
     for name in SECRET_LEAKING_LOGGERS:

@@ -13,21 +13,41 @@ from job.errors import UserError
 SECRET_FIELDS = ("token",)
 REDACTED = "***"
 
-# Names users bring from transformers' examples and AutoTrain, to point them at ours.
+# Names users bring from transformers' examples (run_summarization.py, run_translation.py, TrainingArguments) and
+# AutoTrain, to point them at ours; "name=value" where the value is implied (--fp16 → --mixed-precision fp16).
 _HINTS = {
     "learning_rate": "lr",
     "num_train_epochs": "epochs",
+    "max_steps": "epochs",
     "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
     "gradient_accumulation_steps": "gradient_accumulation",
     "model_name_or_path": "model",
     "output_dir": "project_name",
+    "overwrite_output_dir": "overwrite",
+    "resume_from_checkpoint": "resume",
     "max_source_length": "max_seq_length",
+    "val_max_target_length": "generation_max_length",
+    "generation_num_beams": "num_beams",
+    "max_train_samples": "max_samples",
+    "max_eval_samples": "max_samples",
     "validation_split": "valid_split",
+    "validation_file": "valid_split",
+    "evaluation_strategy": "eval_strategy",
     "lr_scheduler_type": "scheduler",
+    "warmup_steps": "warmup_ratio",
     "optim": "optimizer",
     "train_file": "data_path",
-    "fp16": "mixed_precision",
-    "bf16": "mixed_precision",
+    "dataset_name": "data_path",
+    "dataset_config_name": "data_path",
+    "summary_column": "target_column",
+    "fp16": "mixed_precision=fp16",
+    "bf16": "mixed_precision=bf16",
+    "report_to": "log",
+    "logging_dir": "log",
+    "hub_token": "token",
+    "hub_model_id": "username",
+    "hub_private_repo": "hub_private",
 }
 
 
@@ -37,7 +57,9 @@ def reject_unknown(names: Iterable[Any], what: str, *, valid: list[str], prefix:
         key = str(name).replace("-", "_")
         if key not in valid:
             hint = hint_for(key, valid)
-            suggestion = f"did you mean {prefix}{hint.upper() if prefix else hint}? " if hint else ""
+            key, sep, value = (hint or "").partition("=")
+            shown_hint = f"{prefix}{key.upper()}{sep}{value}" if prefix else hint
+            suggestion = f"did you mean {shown_hint}? " if hint else ""
             shown = f"{prefix}{str(name).upper()}" if prefix else str(name)
             raise UserError(f"unknown {what} {shown}: {suggestion}valid names: {', '.join(valid)}")
 

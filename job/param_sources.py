@@ -11,6 +11,7 @@ pydantic-settings parses the ``SEQ2SEQ_*`` variables; unknown names are refused 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def json_params(params_file: str | None, env: Mapping[str, str]) -> dict[str, An
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise UserError(f"params file {spec} does not exist; pass an existing JSON file to --params")
+            raise UserError(_missing_params_file(spec, from_flag=bool(params_file)))
         text = path.read_text(encoding="utf-8")
     try:
         data = parse_object(text, where=f"params file {where}")
@@ -61,6 +62,17 @@ def json_params(params_file: str | None, env: Mapping[str, str]) -> dict[str, An
         raise
     reject_unknown(data.keys(), f"key in {where}", valid=_FIELDS)
     return data
+
+
+def _missing_params_file(spec: str, *, from_flag: bool) -> str:
+    """The value is shown only when it looks like a file name: SEQ2SEQ_PARAMS may hold mistyped secrets."""
+    if from_flag:
+        return f"params file {spec} does not exist; pass an existing JSON file to --params"
+    shown = spec if re.fullmatch(r"[\w./~ -]{1,255}\.json", spec.strip()) else "(value not shown: it may hold secrets)"
+    return (
+        f"{PARAMS_ENV} is neither inline JSON (starting with '{{') nor an existing file: {shown}; set it to a JSON "
+        "object or the path of a JSON file"
+    )
 
 
 def user_set_names(overrides: Iterable[str], env: Mapping[str, str], params_file: str | None) -> set[str]:

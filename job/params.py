@@ -22,9 +22,11 @@ from job.errors import UserError
 from job.outputs.files import CHECKPOINTS
 from job.param_choices import Optimizer, Scheduler, Strategy
 from job.param_names import REDACTED, SECRET_FIELDS, format_validation_error, reject_unknown
+from job.secrets import mask
 from job.storage.uris import uri_problem
 
 ENV_PREFIX = "SEQ2SEQ_"  # SEQ2SEQ_LR=1e-4 (read by job.param_sources)
+MAX_EPOCHS = 1000  # plausibility bound: more is a typo (epochs=1e9 would be billions of steps and checkpoints)
 PARAMS_ENV = ENV_PREFIX + "PARAMS"  # path to a JSON file, or inline JSON
 _LANG = "default tgt_lang, else the key of a translation.xx target column, else the references' script decides."
 
@@ -40,7 +42,12 @@ class Seq2SeqParams(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, validate_default=True, frozen=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+        frozen=True,
+        allow_inf_nan=False,  # lr=inf trains every weight to NaN: no float parameter may be inf or nan
     )
 
     # --- Data -------------------------------------------------------------------------------------------
@@ -89,7 +96,7 @@ class Seq2SeqParams(BaseSettings):
 
     # --- Training ---------------------------------------------------------------------------------------
     lr: float = _field(5e-5, "Training", "Peak learning rate.", gt=0)
-    epochs: float = _field(3, "Training", "Number of training epochs.", gt=0)
+    epochs: float = _field(3, "Training", f"Number of training epochs (at most {MAX_EPOCHS}).", gt=0, le=MAX_EPOCHS)
     batch_size: int = _field(2, "Training", "Per-device training batch size.", ge=1)
     gradient_accumulation: int = _field(1, "Training", "Steps to accumulate gradients over.", ge=1)
     optimizer: Optimizer | None = _field(
@@ -218,6 +225,21 @@ class Seq2SeqParams(BaseSettings):
         "Resilience",
         "Train again even if project_name already holds complete outputs (otherwise the job "
         "exits 0 at once without training).",
+    )
+    job_id: str | None = _field(
+        None,
+        "Resilience",
+        "This job's identity across retries (default: the platform's — SageMaker TRAINING_JOB_NAME, Vertex "
+        "CLOUD_ML_JOB_ID; on Kubernetes set SEQ2SEQ_JOB_ID from the Job's uid). An attempt of the same job takes "
+        "over the output lease at once; another job is refused (docs/reliability.md).",
+    )
+    lease_seconds: float = _field(
+        60.0,
+        "Resilience",
+        "One writer per output: the holder renews its lease every lease_seconds/4; a lease not renewed for "
+        "lease_seconds is stale and another job may take it over.",
+        ge=1,
+        le=3600,
     )
 
     # --- Distributed: processes, nodes, DeepSpeed (job/launch.py, job/distributed.py, docs/scaling.md) ---------
@@ -415,7 +437,8 @@ class Seq2SeqParams(BaseSettings):
         for name in SECRET_FIELDS:
             if data.get(name) is not None:
                 data[name] = REDACTED
-        return data
+        # credentials inside URLs and paths (https://user:secret@minio:9000, ?token=…) are masked too
+        return {k: mask(v) if isinstance(v, str) else v for k, v in data.items()}
 
     # --- construction ---------------------------------------------------------------------------------
     @classmethod

@@ -17,12 +17,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from job import resume, storage
+from job import resume, stopping, storage
 from job.context import RunContext, apply_process_env, name_deepspeed_accelerator, read_context, storage_settings
 from job.cpu import apply_threads
 from job.data import DataBundle, load_data
 from job.generation import generation_settings
 from job.hub import check_push, push_outputs
+from job.lease import Held, hold_outputs
+from job.model_checks import check_model_source, check_tokenizer
 from job.outputs.folder import Outputs
 from job.outputs.report import Machine, distributed_facts, final_evaluation, final_figures, peak_memory
 from job.params import Seq2SeqParams
@@ -39,6 +41,20 @@ def train(params: Seq2SeqParams, ctx: RunContext | None = None) -> dict[str, Any
     """Run a whole fine-tuning job and return the final metrics (also written to metrics.json)."""
     ctx = prepare(params, ctx)
     check_launched(params, ctx)  # DeepSpeed without torchrun: say how to start it
+    with (
+        stopping.handle_signals(),
+        hold_outputs(  # SIGTERM/SIGINT in every phase; one writer per output
+            output_dir=str(params.output_dir),
+            output_uri=params.output_uri,
+            job_id=params.job_id or ctx.platform.job_id,
+            lease_seconds=params.lease_seconds,
+            main_process=ctx.process.is_main,
+        ) as held,
+    ):
+        return _train(params, ctx, held)
+
+
+def _train(params: Seq2SeqParams, ctx: RunContext, held: Held) -> dict[str, Any]:
     start = resume.plan(params, main_process=ctx.process.is_main, kept_dirs=tuple(ctx.kept_checkpoint_dirs))
     if start.finished_metrics is not None:  # before anything is loaded or written: a finished job exits 0 at once
         return start.finished_metrics
@@ -61,7 +77,14 @@ def train(params: Seq2SeqParams, ctx: RunContext | None = None) -> dict[str, Any
     reporters = Reporters.for_run(params, ctx)  # TrainJob progress, the tuning objective
     with track(params, ctx.tracking, main_process=ctx.process.is_main) as tracker:  # one run, closed either way
         trainer = _build_trainer(
-            params, ctx, model=model, tokenizer=tokenizer, tokens=tokens, outputs=outputs, reporters=reporters
+            params,
+            ctx,
+            model=model,
+            tokenizer=tokenizer,
+            tokens=tokens,
+            outputs=outputs,
+            reporters=reporters,
+            held=held,
         )
         if tracker is not None:
             trainer.add_callback(tracker)
@@ -72,6 +95,7 @@ def train(params: Seq2SeqParams, ctx: RunContext | None = None) -> dict[str, Any
             final.update(_score_test(trainer, params, tokens=tokens, data=data, outputs=outputs))
         if not trainer.is_world_process_zero():
             return final
+        held.check(verify=True)  # still this output's one writer: only then mark it complete
         objective = reporters.finish(final, step=trainer.state.global_step, epoch=trainer.state.epoch)
         metrics = outputs.finish(
             final={**final, **({"objective": objective} if objective else {})},
@@ -144,9 +168,16 @@ def _build_trainer(
     tokens: TokenizedData,
     outputs: Outputs,
     reporters: Reporters,
+    held: Held,
 ) -> Any:
+    from job.training.args import steps_per_epoch
     from job.training.build import build_trainer
     from job.training.callbacks import OnCheckpoint, OnEvaluate
+    from job.training.watchdog import LeaseGuard, NonFiniteWatch, check_schedule
+
+    check_schedule(
+        steps_per_epoch=steps_per_epoch(params, len(tokens.train), ctx.process.world_size), epochs=params.epochs
+    )
 
     trainer = build_trainer(
         params=params,
@@ -156,6 +187,8 @@ def _build_trainer(
         process=ctx.process,
         cpus_per_process=ctx.cpu.threads_per_process(ctx.processes_per_node).threads,
         callbacks=[
+            NonFiniteWatch(),  # first: a diverged step raises before its checkpoint is marked complete
+            LeaseGuard(held.check),  # and so does a lost lease (another job took this output over)
             OnEvaluate(lambda m, state: outputs.evaluation_done(m, step=state.global_step, epoch=state.epoch)),
             OnCheckpoint(outputs.checkpoint_saved),
             *reporters.callbacks(),
@@ -176,9 +209,12 @@ def _fit_and_evaluate(
     from job.evaluation import log_scores
     from job.training import preemption
 
-    with preemption.handle_signals():  # SIGTERM/SIGINT: checkpoint at the next step, then Preempted (exit 143)
-        result = trainer.train(resume_from_checkpoint=start.checkpoint)
+    stopping.enter(stopping.TRAINING)  # SIGTERM/SIGINT: checkpoint at the next consistent point, then exit 143
+    result = preemption.train(trainer, resume_from_checkpoint=start.checkpoint)
     preemption.raise_if_stopped(wait=outputs.publisher.wait)  # uploads in flight finish first
+    stopping.after_training(  # from here a signal stops at once: the retry resumes from the last checkpoint
+        on_stop=outputs.publisher.wait, checkpoints=params.resolved_checkpoint_dir, step=trainer.state.global_step
+    )
     final = final_figures(
         dict(result.metrics),
         global_step=trainer.state.global_step,
@@ -264,10 +300,13 @@ def _model_source(params: Seq2SeqParams, data: DataBundle, *, work_dir: Path) ->
     from job.modeling import resolve_model_source
 
     source = resolve_model_source(params, data, work_dir=work_dir)
-    return storage.localize(source, cache_dir=params.cache_dir, what="model")
+    local = storage.localize(source, cache_dir=params.cache_dir, what="model")
+    check_model_source(local, params, downloaded_from=source if local != source else None)
+    return local
 
 
 def _tokenize(params: Seq2SeqParams, data: DataBundle, tokenizer: Any, ctx: RunContext) -> TokenizedData:
+    check_tokenizer(tokenizer, data, model=params.model)  # an empty tokenizer would train on <unk> only
     # One process per node tokenizes (the others reuse its cache file), so it may use all the node's CPUs.
     workers = params.preprocessing_num_workers or ctx.cpu.tokenize_workers(len(data.train))
     return tokenize_data(

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from job.builtin_models import is_builtin
 from job.context import RunContext, read_context
 from job.errors import UserError
+from job.model_checks import folder_problems, hub_problems, looks_local, model_lengths
+from job.param_names import SECRET_FIELDS
 from job.param_sources import load_params
 from job.params import Seq2SeqParams
 from job.platforms.overrides import apply_platform
+from job.secrets import remember
+from job.storage.uris import is_remote
 from job.tracking.checks import tracking_problems
 from job.training.deepspeed import deepspeed_problems
 
@@ -35,8 +41,10 @@ def preflight(
 ) -> tuple[RunContext, Seq2SeqParams]:
     """The run context and the checked params, from CLI-style overrides, the environment and the platform."""
     ctx = read_context(env, sm_root=sm_root)
+    remember([str(v) for k, v in (overrides or {}).items() if k in SECRET_FIELDS])  # masked even if rejected
     merged = apply_platform(dict(overrides or {}), ctx.platform, env=ctx.env, params_file=params_file)
     params = load_params(merged, env=ctx.env, params_file=params_file)
+    remember([params.token_value()])  # from any source: masked in every log line and error from now on
     check(params, ctx)
     return ctx, params
 
@@ -63,7 +71,47 @@ def machine_problems(params: Seq2SeqParams, ctx: RunContext) -> list[str]:
     problems += tracking_problems(params.log, ctx.tracking)
     installed = importlib.util.find_spec("deepspeed") is not None if params.deepspeed else True
     problems += deepspeed_problems(params, cuda=cuda, installed=installed)
+    problems += output_problems(params)
+    problems += model_problems(params, ctx)
     return problems
+
+
+def model_problems(params: Seq2SeqParams, ctx: RunContext) -> list[str]:
+    """A local model folder is checked whole; a Hub id must be reachable and hold a model (job.model_checks)."""
+    model = params.model
+    if is_builtin(model) or is_remote(model):  # built on the data / checked once downloaded (job.pipeline)
+        return []
+    if looks_local(model):
+        return folder_problems(Path(model).expanduser(), lengths=model_lengths(params), name=model)
+    if ctx.hub_offline:
+        return []  # from the local cache: transformers says so when it is not there
+    return hub_problems(model, token=params.token_value())
+
+
+def output_problems(params: Seq2SeqParams) -> list[str]:
+    """The output and checkpoint folders must be folders the job can create and write (not a file, not read-only)."""
+    problems = []
+    folders = [("project_name", params.output_dir)]
+    if params.checkpoint_dir:  # the default lies inside project_name
+        folders.append(("checkpoint_dir", Path(params.checkpoint_dir)))
+    for param, folder in folders:
+        if problem := _writable_problem(folder.expanduser()):
+            problems.append(f"{param}={folder}: {problem}")
+    return problems
+
+
+def _writable_problem(folder: Path) -> str | None:
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder; choose another path"
+    try:  # os.access is not enough: root may write anywhere except on a read-only mount
+        with tempfile.TemporaryFile(dir=existing, prefix=".seq2seq-write-test-"):
+            pass
+    except OSError as exc:
+        return f"cannot write in {existing} ({exc.strerror or exc}); mount it writable or choose another path"
+    return None
 
 
 def check_launched(params: Seq2SeqParams, ctx: RunContext) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from job import manifest, storage
+from job import checkpoint_trust, manifest, storage
 from job.errors import UserError
 from job.jsonfiles import read_object_or_empty
 from job.locks import file_lock
@@ -73,7 +73,7 @@ class _Candidate:
 
 def plan(params: Seq2SeqParams, *, main_process: bool = True, kept_dirs: tuple[Path, ...] = ()) -> Plan:
     """Decide between skipping a finished job, resuming from a checkpoint and starting from step 0."""
-    done = finished_outputs(params)
+    done = finished_outputs(params, publish_missing=main_process)
     if done is not None and not params.overwrite:
         return Plan(finished_metrics=done)
     if done is not None:  # overwrite: the old run's checkpoints must not be resumed by this one or its retries
@@ -114,8 +114,13 @@ def previous_evaluations(checkpoint: str | None) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- finished run
-def finished_outputs(params: Seq2SeqParams) -> dict[str, Any] | None:
-    """The metrics of a finished run in ``project_name`` (final manifest verified with checksums), else None."""
+def finished_outputs(params: Seq2SeqParams, *, publish_missing: bool | None = None) -> dict[str, Any] | None:
+    """The metrics of a finished run in ``project_name`` (final manifest verified with checksums), else None.
+
+    Complete locally but not at ``output_uri`` (the final upload was cut off, e.g. by SIGTERM): with
+    ``publish_missing`` the folder is published now (rank 0, under the output lease); False: finished anyway
+    (another rank publishes); None (the CLI's quick look before the lease): not finished yet.
+    """
     root = params.output_dir
     found = manifest.read_manifest(root)
     if found is None or found.get("kind") != "model":
@@ -123,6 +128,11 @@ def finished_outputs(params: Seq2SeqParams) -> dict[str, Any] | None:
     if not manifest.verify(root, checksums=True):
         log.warning("%s has a manifest.json that does not match its files (changed or damaged): training again", root)
         return None
+    if params.output_uri and storage.is_remote(params.output_uri) and _finished_remote(params, quiet=True) is None:
+        if publish_missing is None:
+            return None
+        if publish_missing:
+            _publish_final(params)
     metrics = read_object_or_empty(root / METRICS)
     if not params.overwrite:
         log.info(
@@ -227,6 +237,20 @@ def _problem(folder: Path, *, checksums: bool) -> str | None:
     return None
 
 
+def _usable(folder: Path, *, remove: bool) -> bool:
+    """Complete with checksums, and trusted: no pickle that would run code, no state that would crash the resume
+    (job.checkpoint_trust). Skipped with a warning otherwise."""
+    if problem := _problem(folder, checksums=True):
+        _skip(folder, problem, remove=remove)
+        return False
+    if untrusted := checkpoint_trust.problem(folder):
+        log.warning("Skipping untrusted checkpoint %s: %s; using an older one", folder, untrusted)
+        if remove:
+            shutil.rmtree(folder, ignore_errors=True)
+        return False
+    return True
+
+
 def _skip(folder: Path, problem: str, *, remove: bool) -> None:
     if remove:
         log.warning("Skipping incomplete checkpoint %s: %s; removing it", folder, problem)
@@ -240,11 +264,7 @@ def _materialise(candidate: _Candidate, scope: Scope) -> Path | None:
     if candidate.remote:
         return _download(candidate, scope)
     folder = Path(candidate.location)
-    problem = _problem(folder, checksums=True)
-    if problem is None:
-        return folder
-    _skip(folder, problem, remove=candidate.source == "local" and scope.main_process)
-    return None
+    return folder if _usable(folder, remove=candidate.source == "local" and scope.main_process) else None
 
 
 def _remove_checkpoints(folder: Path) -> None:
@@ -262,7 +282,21 @@ def _storage_is_remote(location: str) -> bool:
     return storage.is_remote(location)
 
 
-def _finished_remote(params: Seq2SeqParams) -> dict[str, Any] | None:
+def _publish_final(params: Seq2SeqParams) -> None:
+    log.warning(
+        "%s is complete but %s has no final manifest (its upload was cut off): publishing it now",
+        params.output_dir,
+        params.output_uri,
+    )
+    storage.Publisher(
+        params.output_uri,
+        local_root=params.output_dir,
+        checkpoints_dir=params.resolved_checkpoint_dir,
+        save_total_limit=params.save_total_limit,
+    ).publish_final()
+
+
+def _finished_remote(params: Seq2SeqParams, *, quiet: bool = False) -> dict[str, Any] | None:
     """The metrics at ``output_uri`` when its final folder is complete (its manifest exists), else None.
 
     The storage layer uploads a folder's manifest only after checking every file it lists, so its presence is
@@ -286,7 +320,7 @@ def _finished_remote(params: Seq2SeqParams) -> dict[str, Any] | None:
         )
     except UserError:
         metrics = {}
-    if not params.overwrite:
+    if not params.overwrite and not quiet:
         log.info(
             "%s already holds complete outputs (final manifest present): nothing to train; pass --overwrite "
             "to train again",
@@ -318,7 +352,7 @@ def _download(candidate: _Candidate, scope: Scope) -> Path | None:
     # Processes of one node start together: the first downloads, the others find the verified copy.
     with file_lock(folder / f".{name}.lock"):
         if _problem(target, checksums=True) is None:
-            return target
+            return target if _usable(target, remove=scope.main_process) else None
         if target.exists():
             shutil.rmtree(target)
         log.info("Downloading %s to %s", candidate.location, target)
@@ -332,7 +366,7 @@ def _download(candidate: _Candidate, scope: Scope) -> Path | None:
             shutil.rmtree(target, ignore_errors=True)
             return None
         problem = _problem(Path(folder), checksums=True)
-    if problem is None:
-        return Path(folder)
-    _skip(Path(folder), f"downloaded from {candidate.location}, {problem}", remove=scope.main_process)
-    return None
+    if problem is not None:
+        _skip(Path(folder), f"downloaded from {candidate.location}, {problem}", remove=scope.main_process)
+        return None
+    return Path(folder) if _usable(Path(folder), remove=scope.main_process) else None

@@ -91,6 +91,13 @@ class JobProcess:
                 raise AssertionError(f"not {what} within {timeout:.0f} s:\n{self.tail()}")
             time.sleep(interval)
 
+    def wait_blocked_on_fifo(self, *, timeout: float = 180.0) -> None:
+        """Until the job's main thread waits in open() for a named pipe's reader (Linux /proc/PID/wchan)."""
+        wchan = Path(f"/proc/{self.process.pid}/wchan")
+        self.poll_until(
+            lambda: wchan.read_text() == "wait_for_partner", what="blocked on a named pipe", timeout=timeout
+        )
+
     def send(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)
 

@@ -71,7 +71,9 @@ class MotoServer:
 class CuttingProxy:
     """A TCP proxy to ``target_port``. ``cut_after(n)``: once n request bytes have passed, every connection is
     dropped and new ones are refused (the server "goes away"); ``drop_once_after(n)``: only the connection that
-    crosses n bytes is dropped, later ones work (a transient failure that a retry survives)."""
+    crosses n bytes is dropped, later ones work (a transient failure that a retry survives); ``pause()`` holds
+    every request byte until ``resume()`` (an upload stalled in flight), ``hold(pattern)`` does so from the first
+    request that contains ``pattern``."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -83,6 +85,10 @@ class CuttingProxy:
         self.permanent = False
         self.dropped = 0
         self.down = threading.Event()
+        self.gate = threading.Event()  # cleared by pause(): request bytes wait (a stalled upload) until resume()
+        self.gate.set()
+        self.pattern: bytes | None = None  # hold(): the request that pauses the proxy
+        self.held = threading.Event()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -93,7 +99,19 @@ class CuttingProxy:
     def drop_once_after(self, nbytes: int) -> None:
         self.limit, self.permanent = self.sent + nbytes, False
 
+    def pause(self) -> None:
+        self.gate.clear()
+
+    def hold(self, pattern: bytes) -> None:
+        """Pause once a request containing ``pattern`` (e.g. b" /bucket/key ") comes; ``held`` is set then."""
+        self.pattern = pattern
+
+    def resume(self) -> None:
+        self.pattern = None
+        self.gate.set()
+
     def close(self) -> None:
+        self.gate.set()
         self.down.set()
         self._close_all()
         _close(self.listener)
@@ -116,6 +134,11 @@ class CuttingProxy:
     def _pump(self, src: socket.socket, dst: socket.socket, request: bool) -> None:
         try:
             while data := src.recv(65536):
+                if request and self.pattern is not None and self.pattern in data:
+                    self.gate.clear()
+                    self.held.set()
+                if request:
+                    self.gate.wait()
                 if request and self._crosses_limit(len(data)):
                     self._trip(src, dst)
                     return

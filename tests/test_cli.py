@@ -54,10 +54,18 @@ def test_bad_parameter_is_one_line_and_exit_2() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_unknown_flag_is_a_user_error() -> None:
+def test_unknown_flag_is_a_user_error_with_a_hint() -> None:
     result = run_cli("train", "--data-path", "x.csv", "--learning-rate", "1e-4")
     assert result.returncode == 2
-    assert "unrecognized arguments: --learning-rate" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if " ERROR job: " in line]
+    assert len(errors) == 1 and "unknown flag --learning-rate: did you mean --lr?" in errors[0], result.stderr
+    assert "usage:" not in result.stderr  # one line, not argparse's usage dump
+
+
+def test_a_mistyped_command_is_named() -> None:
+    result = run_cli("trian", "--data-path", "x.csv")
+    assert result.returncode == 2
+    assert "invalid choice: 'trian' (choose from 'train', 'validate', 'predict')" in result.stderr
 
 
 def test_missing_data_file_is_a_clear_error(tmp_path) -> None:

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from job_process import JobProcess, kill, run_job
 
-from job import manifest
+from job import manifest, stopping
 from job.errors import EXIT_PREEMPTED
 from job.training import preemption
 
@@ -182,12 +182,14 @@ def test_sigterm_during_upload_then_resume_on_a_fresh_machine_from_output_uri(
 
 
 def test_sigterm_before_training_exits_at_once_and_marks_nothing(tiny_t5_dir, keywords_task_dir, tmp_path) -> None:
-    """Before trainer.train() there is nothing to save: SIGTERM keeps its default action (exit status 143)."""
+    """Before trainer.train() there is nothing to save: the job says so and stops at once with 143."""
     out = tmp_path / "run"
     job = JobProcess(*train_args(keywords_task_dir, tiny_t5_dir, out, "--save-steps", "10"))
     job.wait_for(r"Loaded train split")
     job.send(signal.SIGTERM)
-    assert job.finish() == -signal.SIGTERM  # killed by the signal: the platform sees 128 + 15 = 143
+    assert job.finish() == EXIT_PREEMPTED, job.tail()
+    assert "Received SIGTERM before training: nothing to save yet" in job.text
+    assert "stopped by SIGTERM before training: nothing was saved" in job.text and "Traceback" not in job.text
     assert " step 1/" not in job.text
     assert not list(out.glob("checkpoints/checkpoint-*")) and not list(out.rglob(manifest.MANIFEST))
 
@@ -241,7 +243,8 @@ def test_kill_9_restart_skips_partial_and_corrupt_checkpoints(
 
 # ------------------------------------------------------------------------------- the handler and the ranks
 def test_first_signal_sets_the_flag_second_sigint_interrupts() -> None:
-    with preemption.handle_signals():
+    with stopping.handle_signals():
+        stopping.enter(stopping.TRAINING)
         assert not preemption.requested()
         os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at the next bytecode
         assert preemption.requested() and preemption.signal_name() == "SIGINT"
@@ -271,3 +274,169 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(tiny_t5_dir, keyw
     assert f"stopped by a signal to another rank at step {step} " in ranks[0].text
     assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == [f"checkpoint-{step}"]
     assert manifest.verify(out / "checkpoints" / f"checkpoint-{step}", checksums=True)
+
+
+# ---------------------------------------------------------------------------------- SIGTERM in every phase
+# The promise logged on the signal is kept in every phase (job.stopping): before training nothing is saved and
+# the job stops at once; during training a checkpoint is saved at the next consistent point (step boundary, the
+# save in progress, or an evaluation cut short); after training it stops at once, the last step's checkpoint
+# being complete. Always exit 143, never a traceback, never anything marked complete that is not.
+# Where a phase is too short to hit by timing, a named pipe holds the job in it: the job blocks writing that
+# file (open() waits for a reader) until the test reads it.
+SLOW_EVAL = (
+    "--valid-split",
+    "validation",
+    "--eval-batch-size",
+    "1",
+    "--generation-max-length",
+    "64",
+    "--num-beams",
+    "4",
+)
+
+
+def assert_stopped(job: JobProcess, phase: str) -> None:
+    """Exit 143 after the promise for ``phase`` was logged; one clean line, no traceback."""
+    assert job.finish() == EXIT_PREEMPTED, job.tail()
+    assert re.search(rf"WARNING job\.training\.preemption: Received SIGTERM {phase}: ", job.text), job.tail()
+    assert "Traceback" not in job.text and " ERROR " not in job.text, job.tail()
+
+
+def assert_rerun_finishes(args: list[str], out: Path, *, resumed_from: int | None) -> JobProcess:
+    rc, rerun = run_job(*args)
+    assert rc == 0, rerun.tail()
+    if resumed_from is not None:
+        rerun.wait_for(rf"Resuming from \S*checkpoint-{resumed_from} \(step {resumed_from}, ", timeout=5)
+    assert manifest.verify(out, checksums=True)
+    assert json.loads((out / "metrics.json").read_text())["global_step"] == STEPS
+    return rerun
+
+
+def drain(fifo: Path) -> None:
+    """Read the named pipe (in a thread) so that the job's blocked write goes through."""
+    import threading
+
+    def read() -> None:
+        with fifo.open("rb") as pipe:
+            pipe.read()
+
+    threading.Thread(target=read, daemon=True).start()
+
+
+def test_sigterm_while_loading_the_model_stops_at_once(tiny_t5_dir, keywords_task_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    job = JobProcess(*train_args(keywords_task_dir, tiny_t5_dir, out, "--save-steps", "50"))
+    job.wait_for(r"Token lengths before truncation")  # tokenized: the model is loaded next
+    job.send(signal.SIGTERM)
+    assert_stopped(job, "before training")
+    assert "stopped by SIGTERM before training: nothing was saved" in job.text and " step 1/" not in job.text
+    assert not list(out.rglob(manifest.MANIFEST))
+
+
+def test_sigterm_in_the_second_epoch_saves_there_and_the_rerun_finishes(
+    tiny_t5_dir, keywords_task_dir, tmp_path
+) -> None:
+    out = tmp_path / "run"
+    args = train_args(keywords_task_dir, tiny_t5_dir, out, "--save-steps", "50")
+    job = JobProcess(*args)
+    job.wait_for(r"step 10/16 ")
+    job.send(signal.SIGTERM)
+    assert_stopped(job, "during training")
+    step = stop_step(job)
+    assert 10 <= step < STEPS and not (out / manifest.MANIFEST).exists()
+    state = json.loads((out / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").read_text())
+    assert state["epoch"] > 1  # saved in epoch 2
+    assert_rerun_finishes(args, out, resumed_from=step)
+
+
+def test_sigterm_during_a_checkpoint_save_stops_right_after_it(tiny_t5_dir, keywords_task_dir, tmp_path) -> None:
+    """No extra step and no second save: the checkpoint being written is the one the retry resumes from."""
+    out = tmp_path / "run"
+    job = JobProcess(*train_args(keywords_task_dir, tiny_t5_dir, out, "--save-steps", "4"))
+    job.wait_for(r"step 1/16 ")
+    fifo = out / "checkpoints" / "checkpoint-4" / "trainer_state.json"  # written last by the Trainer's save
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    job.wait_blocked_on_fifo()  # inside the save of checkpoint-4
+    job.send(signal.SIGTERM)
+    job.wait_for(r"Received SIGTERM during training")
+    drain(fifo)
+    assert_stopped(job, "during training")
+    assert "Stopping at step 4/16: checkpoint-4 was just saved" in job.text
+    assert " step 5/" not in job.text and not (out / "checkpoints" / "checkpoint-5").exists()
+    assert "Checkpoint checkpoint-4 complete" in job.text
+
+
+@pytest.mark.parametrize(("eval_steps", "step"), [(4, 4), (8, 16)], ids=["mid_training", "last_scheduled"])
+def test_sigterm_during_an_evaluation_cuts_it_short_and_saves(
+    eval_steps, step, tiny_t5_dir, keywords_task_dir, tmp_path
+) -> None:
+    """With generation an evaluation can outlast the grace period: it is cut short, the step's checkpoint saved."""
+    out = tmp_path / "run"
+    every = ("--eval-strategy", "steps", "--eval-steps", str(eval_steps), "--save-steps", str(eval_steps))
+    args = train_args(keywords_task_dir, tiny_t5_dir, out, *SLOW_EVAL, *every)
+    job = JobProcess(*args)
+    job.wait_for(rf"Evaluation at step {step}: 40 batches")
+    job.send(signal.SIGTERM)
+    assert_stopped(job, "during training")
+    cut = re.search(rf"Cutting the evaluation at step {step} short at batch (\d+)/40", job.text)
+    assert cut and int(cut.group(1)) < 40, job.tail()
+    assert stop_step(job) == step
+    checkpoint = out / "checkpoints" / f"checkpoint-{step}"
+    assert manifest.verify(checkpoint, checksums=True)
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    assert not [e for e in history if e.get("step") == step and "eval_loss" in e]  # the cut evaluation counts not
+    assert_rerun_finishes(args, out, resumed_from=step)
+
+
+def test_sigterm_during_the_final_evaluation_stops_at_once(tiny_t5_dir, keywords_task_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    args = train_args(keywords_task_dir, tiny_t5_dir, out, *SLOW_EVAL, "--save-steps", "8")  # eval_strategy=no
+    job = JobProcess(*args)
+    job.wait_for(r"Evaluation at step 16: 40 batches")  # the one evaluation, after training
+    job.send(signal.SIGTERM)
+    assert_stopped(job, "after training")
+    assert f"stopped by SIGTERM at step 16 after saving checkpoint {out}/checkpoints/checkpoint-16" in job.text
+    assert not (out / manifest.MANIFEST).exists() and "eval_loss" not in job.text
+    assert_rerun_finishes(args, out, resumed_from=16)
+
+
+def test_sigterm_while_writing_the_final_model_stops_at_once(tiny_t5_dir, keywords_task_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    args = train_args(keywords_task_dir, tiny_t5_dir, out, "--save-steps", "8")
+    out.mkdir()
+    os.mkfifo(out / "README.md")  # the model card: written after the model, before the manifest
+    job = JobProcess(*args)
+    job.wait_blocked_on_fifo()
+    job.send(signal.SIGTERM)
+    assert_stopped(job, "after training")
+    assert not (out / manifest.MANIFEST).exists()
+    (out / "README.md").unlink()
+    assert_rerun_finishes(args, out, resumed_from=16)
+
+
+def test_sigterm_during_the_final_upload_stops_and_the_rerun_publishes(
+    tiny_t5_dir, keywords_task_dir, s3_bucket, s3_env, tmp_path
+) -> None:
+    """The upload stalls (a proxy holds every byte); SIGTERM stops the final upload, not the checkpoint's."""
+    from s3_server import CuttingProxy
+
+    out = tmp_path / "run"
+    args = train_args(keywords_task_dir, tiny_t5_dir, out, "--save-steps", "8", bucket=s3_bucket)
+    proxy = CuttingProxy(s3_env.port)
+    try:
+        proxy.hold(f" /{s3_bucket}/run/model.safetensors ".encode())  # the final model's PUT (not a checkpoint's)
+        job = JobProcess(*args, env={"AWS_ENDPOINT_URL_S3": proxy.endpoint_url})
+        assert proxy.held.wait(timeout=240), job.tail()  # the final upload has begun and stalls
+        job.send(signal.SIGTERM)
+        job.wait_for(r"Received SIGTERM after training")
+        proxy.resume()
+        assert_stopped(job, "after training")
+    finally:
+        proxy.close()
+    client = s3_client(s3_env)
+    assert "run/manifest.json" not in remote_keys(client, s3_bucket)  # the final folder is not complete remotely
+    assert remote_checkpoints(client, s3_bucket).get(STEPS) is True  # the checkpoint's upload was waited for
+    rerun = assert_rerun_finishes(args, out, resumed_from=None)
+    assert "has no final manifest (its upload was cut off): publishing it now" in rerun.text
+    assert_finished(out, client, s3_bucket)

@@ -414,3 +414,19 @@ def test_train_from_s3_data_to_s3_outputs_and_reload_as_model(
     assert saved["model"] == out_uri and saved["data_path"].startswith("s3://")
     assert f"base_model: {out_uri}" in (tmp_path / "second" / "README.md").read_text()
     assert "testing-secret-canary" not in json.dumps(saved)
+
+
+def test_a_key_that_climbs_out_of_the_cache_is_refused_everywhere(s3_bucket, tmp_path):
+    """A '..' in the URI's own key (not only in keys listed under a prefix): nothing lands outside cache_dir."""
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"])
+    for key in ("data/../../../escape.csv", "data/train.csv", "folder/../../x/escape.csv"):
+        client.put_object(Bucket=s3_bucket, Key=key, Body=b"text,target\na,b\n")  # S3 keys may hold '..'
+    cache = tmp_path / "deep" / "cache"
+    for uri in (f"s3://{s3_bucket}/data/../../../escape.csv", f"s3://{s3_bucket}/folder/../../x/"):
+        with pytest.raises(storage.UnsafeKey, match=r"a '\.\.' segment in the key"):
+            fetch(uri, cache_dir=cache, what="data_path")
+    with pytest.raises(storage.UnsafeKey, match="unsafe object name"):  # listed under a prefix
+        fetch(f"s3://{s3_bucket}/", cache_dir=cache, what="data_path")
+    with pytest.raises(UserError, match=r"a '\.\.' segment in the key"):
+        Seq2SeqParams(data_path=f"s3://{s3_bucket}/data/../../../escape.csv")
+    assert not [p for p in tmp_path.rglob("escape.csv")]

@@ -2,12 +2,14 @@
 
 Values are text already (nothing to do), or ints/floats/bools (converted with ``str()``), or ClassLabel ids
 (they become their names); lists, dicts and other types are refused at the first such value, named by column
-and row. Rows whose text or target is null, empty or whitespace-only are found by :func:`nonempty`.
+and row. Rows whose text or target is null (float NaN counts as null), empty or whitespace-only are found by
+:func:`nonempty`.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import datasets
@@ -36,8 +38,14 @@ def _column_kind(feature: object) -> str:
     return "mixed"
 
 
-def _to_text_batch(batch: dict[str, list[Any]], columns: list[str], labels: dict[str, list[str]]) -> dict:
-    """``map`` function: make the values of ``columns`` str (None stays None)."""
+def _to_text_batch(
+    batch: dict[str, list[Any]], columns: list[str], labels: dict[str, list[str]], rules: int = 2
+) -> dict:
+    """``map`` function: make the values of ``columns`` str (None and NaN become None).
+
+    ``rules`` is part of the datasets cache fingerprint: bump it when the conversion changes (2: NaN is missing),
+    so a cache written by an older version is not reused.
+    """
     out: dict[str, list[Any]] = {}
     for column in columns:
         names = labels.get(column)
@@ -45,8 +53,17 @@ def _to_text_batch(batch: dict[str, list[Any]], columns: list[str], labels: dict
         if names is not None:
             out[column] = [None if v is None or v < 0 else names[v] for v in values]
         else:
-            out[column] = [v if v is None or isinstance(v, str) else str(v) for v in values]
+            out[column] = [_scalar_text(v) for v in values]
     return out
+
+
+def _scalar_text(value: Any) -> str | None:
+    """A value as text; None and float NaN (Parquet NaN, JSON ``NaN``) are missing, not the word "nan"."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
 
 
 def _check_values(
@@ -131,7 +148,7 @@ def as_text(
     return dataset.map(
         _to_text_batch,
         batched=True,
-        fn_kwargs={"columns": convert, "labels": labels},
+        fn_kwargs={"columns": convert, "labels": labels, "rules": 2},
         features=features,
         keep_in_memory=keep_in_memory,
         num_proc=num_proc,

@@ -64,11 +64,25 @@ def _builder(path: Path) -> tuple[str, dict[str, Any]]:
     header = _csv_header(path, sep)
     if header is None:
         raise UserError(f"data file '{path}' has no rows (only blank lines)")
+    _refuse_duplicates(path, header)
     # Read every column as text: no "001" -> 1, no "NA"/"None"/"null" -> missing, no "True" -> bool.
     kwargs: dict[str, Any] = {"sep": sep, "keep_default_na": False}
-    if len(set(header)) == len(header):
-        kwargs["features"] = datasets.Features({name: datasets.Value("string") for name in header})
+    kwargs["features"] = datasets.Features({name: datasets.Value("string") for name in header})
     return "csv", kwargs
+
+
+def _refuse_duplicates(path: Path, header: list[str]) -> None:
+    """Two columns of one name: the reader would rename the second ('target.1') and it would be ignored."""
+    seen: dict[str, list[int]] = {}
+    for index, name in enumerate(header, start=1):
+        seen.setdefault(name, []).append(index)
+    twice = {name: columns for name, columns in seen.items() if len(columns) > 1}
+    if twice:
+        which = "; ".join(f"'{name}' (columns {', '.join(map(str, cols))})" for name, cols in twice.items())
+        raise UserError(
+            f"data file '{path}' has duplicated column names: {which}; the reader would keep one and rename the "
+            "others (e.g. 'target.1'), so they would be silently ignored. Rename or remove the duplicates"
+        )
 
 
 def _csv_header(path: Path, sep: str) -> list[str] | None:

@@ -13,6 +13,7 @@
       training_params.json  every resolved parameter, secrets redacted
       README.md           model card
       manifest.json       written last: the folder is complete
+      .job-lease.json     while a job writes here: who (job.lease); not part of the outputs
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ CHECKPOINTS = "checkpoints"
 LOGS = "logs"
 TRAINER_STATE = "trainer_state.json"  # written by the Trainer into each checkpoint
 TRAINING_ARGS = "training_args.bin"  # the Trainer's pickled arguments: not portable, removed from the final folder
-NOT_IN_MANIFEST = (CHECKPOINTS, LOGS)  # checkpoints carry their own manifests; logs keep growing
+LEASE = ".job-lease.json"  # the single-writer lease (job.lease), in project_name and at output_uri
+LEASE_LOCK = LEASE + ".lock"  # its local compare-and-swap lock (job.storage.conditional)
+# checkpoints carry their own manifests; logs keep growing; the lease is renewed while the job runs
+NOT_IN_MANIFEST = (CHECKPOINTS, LOGS, LEASE, LEASE_LOCK)
 
 CHECKPOINT_PATTERN = r"checkpoint-(\d+)"
 CHECKPOINT = re.compile(rf"^{CHECKPOINT_PATTERN}$")

@@ -10,6 +10,9 @@ from typing import Any
 from job.platforms import sagemaker, vertex
 from job.platforms.failure import termination_log
 
+SAGEMAKER_JOB_ENV = "TRAINING_JOB_NAME"  # kept across managed-spot restarts of one training job
+VERTEX_JOB_ENV = "CLOUD_ML_JOB_ID"  # the CustomJob's id, kept when Vertex restarts its workers
+
 
 @dataclass(frozen=True)
 class PlatformInfo:
@@ -24,6 +27,7 @@ class PlatformInfo:
     hyperparameters: dict[str, Any] = field(default_factory=dict)  # SageMaker, keys normalised to snake_case
     channels: dict[str, Path] = field(default_factory=dict)  # SageMaker data channels by name
     nccl_socket_ifname: str | None = None
+    job_id: str | None = None  # the same for every retry of one job (job.lease): SageMaker's or Vertex's job name
 
     def kept_checkpoint_dirs(self) -> list[Path]:
         """Local checkpoint folders the platform keeps across restarts (SageMaker's, Vertex's), where they exist."""
@@ -41,10 +45,11 @@ def detect_platform(env: Mapping[str, str], *, sm_root: Path | None = None) -> P
     termination = termination_log(env)
     root = sagemaker.root(env, sm_root)
     if sagemaker.is_sagemaker(root):
-        return _sagemaker(root, termination)
+        return _sagemaker(root, termination, job_id=env.get(SAGEMAKER_JOB_ENV) or None)
     if vertex.is_vertex(env):
         return PlatformInfo(
             name="vertex",
+            job_id=env.get(VERTEX_JOB_ENV) or None,
             model_dir=vertex.folder(env.get("AIP_MODEL_DIR"), env),
             checkpoint_dir=vertex.folder(env.get("AIP_CHECKPOINT_DIR"), env),
             tensorboard_dir=vertex.folder(env.get("AIP_TENSORBOARD_LOG_DIR"), env),
@@ -54,12 +59,13 @@ def detect_platform(env: Mapping[str, str], *, sm_root: Path | None = None) -> P
     return PlatformInfo(name=name, failure_files=termination)
 
 
-def _sagemaker(root: Path, termination: tuple[Path, ...]) -> PlatformInfo:
+def _sagemaker(root: Path, termination: tuple[Path, ...], *, job_id: str | None) -> PlatformInfo:
     config = root / "input" / "config"
     resource_config = config / "resourceconfig.json"
     resource = sagemaker.read_resource_config(resource_config) if resource_config.is_file() else {}
     return PlatformInfo(
         name="sagemaker",
+        job_id=job_id,
         model_dir=str(root / "model"),
         checkpoint_dir=sagemaker.checkpoint_dir(config / "checkpointconfig.json", root),
         output_data_dir=str(root / "output" / "data"),

@@ -19,7 +19,7 @@ from job.locks import file_lock
 from job.outputs.files import CHECKPOINT_PATTERN, CHECKPOINTS
 from job.storage.errors import ChecksumMismatch, IncompleteFolder, ObjectNotFound, StorageError, UnsafeKey
 from job.storage.stores import FILE_WORKERS, MB, Obj, _Location
-from job.storage.uris import cache_root, is_remote, parse_uri
+from job.storage.uris import cache_root, is_remote, parse_uri, unsafe_key
 
 log = logging.getLogger("job.storage")
 
@@ -42,6 +42,8 @@ def fetch(uri: str, *, cache_dir: Path, what: str) -> Path:
         return Path(uri).expanduser()
     parsed = parse_uri(uri, what=what)
     target = cache_dir / parsed.scheme / parsed.bucket / parsed.key.strip("/")
+    if not target.resolve().is_relative_to(cache_dir.resolve()):  # parse_uri refuses '..'; links are checked here
+        raise UnsafeKey(f"{what} {uri}: would be downloaded outside {cache_dir}; rename the key")
     digest = hashlib.sha256(str(parsed).rstrip("/").encode()).hexdigest()[:20]
     locks, index_file = cache_dir / ".locks", cache_dir / ".index" / f"{digest}.json"
     locks.mkdir(parents=True, exist_ok=True)
@@ -182,7 +184,7 @@ def _parse_manifest(data: bytes, where: str) -> dict[str, Any]:
 def _wanted(objects: dict[str, Obj], listed: dict[str, Any] | None, loc: _Location) -> dict[str, Obj]:
     """The objects to download: those the manifest lists (checked present with their sizes), else all."""
     for rel in objects:
-        if rel.startswith("/") or ".." in rel.split("/"):
+        if rel.startswith("/") or unsafe_key(rel):
             raise UnsafeKey(f"{loc.what} {loc.sub(rel)}: unsafe object name; rename it")
     if listed is None:
         return objects
@@ -205,9 +207,12 @@ def _parallel(fn: Any, items: list[Any]) -> None:
         for item in items:
             fn(item)
         return
-    with ThreadPoolExecutor(max_workers=FILE_WORKERS, thread_name_prefix="transfer") as pool:
+    pool = ThreadPoolExecutor(max_workers=FILE_WORKERS, thread_name_prefix="transfer")
+    try:
         for future in [pool.submit(fn, item) for item in items]:
             future.result()
+    finally:  # after a failure (or a SIGTERM, job.stopping) the queued transfers are dropped, not run
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def list_complete_checkpoints(uri: str) -> list[str]:

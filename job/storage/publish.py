@@ -121,13 +121,16 @@ class Publisher:
         self._pending.append((label, self._executor.submit(fn, *args)))
 
     def _drain(self) -> list[str]:
+        """Wait for every background upload; an upload leaves the queue only once it is done, so a wait cut short
+        (a SIGTERM, job.stopping) can be taken up again (the stopping job waits for its checkpoint's upload)."""
         failures = []
-        pending, self._pending = self._pending, []
-        for label, future in pending:
+        while self._pending:
+            label, future = self._pending[0]
             try:
                 future.result()
             except Exception as exc:
                 failures.append(f"{label}: {exc}")
+            self._pending.pop(0)
         return failures
 
     def _write(self, data: bytes, rel: str) -> None:

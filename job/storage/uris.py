@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from job.errors import UserError
+from job.storage.errors import UnsafeKey
 
 SCHEMES = ("s3", "gs")
+UNSAFE_KEY_HINT = "a '..' segment in the key would reach outside the local folder it is downloaded to; remove it"
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,221}$")
 
 
@@ -42,10 +44,15 @@ def parse_uri(uri: str, *, what: str = "uri") -> Uri:
     """Split ``s3://bucket/key`` into its parts; a malformed URI is a UserError naming ``what``."""
     problem = uri_problem(uri, what, check_extras=False)
     if problem:
-        raise UserError(problem)
+        raise UnsafeKey(problem) if problem.endswith(UNSAFE_KEY_HINT) else UserError(problem)
     scheme, rest = uri.split("://", 1)
     bucket, _, key = rest.partition("/")
     return Uri(scheme.lower(), bucket, key.lstrip("/"))
+
+
+def unsafe_key(key: str) -> bool:
+    """A key with a ``..`` segment would land outside the folder it is downloaded into (``cache_dir``)."""
+    return ".." in key.replace("\\", "/").split("/")
 
 
 def uri_problem(value: str | None, what: str, *, check_extras: bool = True) -> str | None:
@@ -58,9 +65,11 @@ def uri_problem(value: str | None, what: str, *, check_extras: bool = True) -> s
             f"{what}={value}: unsupported scheme {scheme}://; use s3://bucket/key, gs://bucket/key, a local "
             "path or (data_path/model) a Hub id without a scheme"
         )
-    bucket = rest.partition("/")[0]
+    bucket, _, key = rest.partition("/")
     if not _BUCKET.match(bucket):
         return f"{what}={value}: '{bucket}' is not a bucket name; write {scheme}://BUCKET/KEY"
+    if unsafe_key(key):
+        return f"{what}={value}: {UNSAFE_KEY_HINT}"
     if check_extras and scheme.lower() == "gs" and not _has_gcs():
         return f"{what}={value} needs google-cloud-storage: pip install 'seq2seq-job[gcs]'"
     return None
