@@ -450,7 +450,13 @@ check_passthrough() {
   ctr passthrough "$LOG" -- "${ENTRY[@]}" bash -c 'echo "uid=$(id -u) cwd=$PWD python=$(command -v python)"; exit 7' || rc=$?
   expect_rc "$rc" 7
   grep -qx "uid=$IMAGE_USER cwd=/workspace python=/opt/venv/bin/python" "$LOG.out" || fail "unexpected output: $(cat "$LOG.out")"
-  detail "$(cat "$LOG.out"), exit 7 passed through"
+  local shown
+  shown=$(cat "$LOG.out")
+  rc=0
+  ctr passthrough-cli "$LOG.cli" -- "${ENTRY[@]}" seq2seq-job --version || rc=$? # the console script, as given
+  expect_rc "$rc" 0
+  grep -qE '^seq2seq-job [0-9]' "$LOG.cli.out" || fail "seq2seq-job --version printed: $(cat "$LOG.cli.out")"
+  detail "$shown, exit 7 passed through; $(cat "$LOG.cli.out")"
 }
 
 check_demo_uid12345() {
