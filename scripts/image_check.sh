@@ -227,7 +227,7 @@ EOF
 # every RUN): buildah leaves an empty stub in the image for any mount target that does not exist yet
 # (/etc/pip.conf, /run/hostca), and /root exists in every base. Nothing of it is committed; `image` checks that.
 write_build_home() {
-  local home=$1 ca="" host_pip line key value index="" extras=() trusted=()
+  local home=$1 ca="" host_pip line key value index="" extras=() trusted=() rank best=(0 0 0)
   for ca in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt; do
     [ -n "$ca" ] && [ -f "$ca" ] && break
   done
@@ -236,17 +236,24 @@ write_build_home() {
   cp "$ca" "$home/.config/pip/ca-certificates.crt"
   host_pip=python3
   [ -x .venv/bin/python ] && host_pip=.venv/bin/python
-  # `pip config list` shows the files' values and PIP_* variables (as :env:.name) alike.
+  # `pip config list` shows the files' values (global.name, install.name) and PIP_* variables (:env:.name) alike;
+  # as in pip, a variable wins over an [install] value, which wins over a [global] one.
   while IFS= read -r line; do
     key=${line%%=*}
-    key=${key##*.}
+    case "${key%%.*}" in
+      :env:) rank=3 ;;
+      install) rank=2 ;;
+      global) rank=1 ;;
+      *) continue ;;
+    esac
+    key=${key#*.}
     value=${line#*=}
     value=${value#\'}
     value=${value%\'}
     case "$key" in
-      index-url) index=$value ;;
-      extra-index-url) read -r -a extras <<<"$value" ;;
-      trusted-host) read -r -a trusted <<<"$value" ;;
+      index-url) [ "$rank" -lt "${best[0]}" ] || { index=$value best[0]=$rank; } ;;
+      extra-index-url) [ "$rank" -lt "${best[1]}" ] || { read -r -a extras <<<"$value"; best[1]=$rank; } ;;
+      trusted-host) [ "$rank" -lt "${best[2]}" ] || { read -r -a trusted <<<"$value"; best[2]=$rank; } ;;
     esac
   done < <("$host_pip" -m pip config list 2>/dev/null || true)
   # Only http(s) indexes reach the build; file:// ones and local folders (find-links) are this machine's alone.
@@ -450,7 +457,13 @@ check_passthrough() {
   ctr passthrough "$LOG" -- "${ENTRY[@]}" bash -c 'echo "uid=$(id -u) cwd=$PWD python=$(command -v python)"; exit 7' || rc=$?
   expect_rc "$rc" 7
   grep -qx "uid=$IMAGE_USER cwd=/workspace python=/opt/venv/bin/python" "$LOG.out" || fail "unexpected output: $(cat "$LOG.out")"
-  detail "$(cat "$LOG.out"), exit 7 passed through"
+  local shown
+  shown=$(cat "$LOG.out")
+  rc=0
+  ctr passthrough-cli "$LOG.cli" -- "${ENTRY[@]}" seq2seq-job --version || rc=$? # the console script, as given
+  expect_rc "$rc" 0
+  grep -qE '^seq2seq-job [0-9]' "$LOG.cli.out" || fail "seq2seq-job --version printed: $(cat "$LOG.cli.out")"
+  detail "$shown, exit 7 passed through; $(cat "$LOG.cli.out")"
 }
 
 check_demo_uid12345() {
