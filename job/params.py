@@ -11,19 +11,19 @@ are collected and reported at once, as one :class:`~job.errors.UserError` line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from job import metric_sets
+from job import param_checks as checks
 from job.errors import UserError
 from job.outputs.files import CHECKPOINTS
 from job.param_choices import Optimizer, Scheduler, Strategy
 from job.param_names import REDACTED, SECRET_FIELDS, format_validation_error, reject_unknown
 from job.secrets import mask
-from job.storage.uris import uri_problem
 
 ENV_PREFIX = "SEQ2SEQ_"  # SEQ2SEQ_LR=1e-4 (read by job.param_sources)
 MAX_EPOCHS = 1000  # plausibility bound: more is a typo (epochs=1e9 would be billions of steps and checkpoints)
@@ -83,7 +83,7 @@ class Seq2SeqParams(BaseSettings):
     lora_r: int = _field(16, "Model", "LoRA rank.", ge=1)
     lora_alpha: int = _field(32, "Model", "LoRA alpha (scaling = alpha / r).", ge=1)
     lora_dropout: float = _field(0.05, "Model", "LoRA dropout.", ge=0.0, lt=1.0)
-    target_modules: str = _field(
+    target_modules: Annotated[str, AfterValidator(checks.module_list)] = _field(
         "all-linear", "Model", "Modules that get LoRA adapters: all-linear, or a comma-separated list (q,v)."
     )
     merge_adapter: bool = _field(
@@ -148,7 +148,7 @@ class Seq2SeqParams(BaseSettings):
     load_best_model_at_end: bool = _field(
         True, "Training", "Finish with the best checkpoint by metric_for_best_model (needs evaluation)."
     )
-    metric_for_best_model: str = _field(
+    metric_for_best_model: Annotated[str, AfterValidator(checks.best_metric)] = _field(
         "loss", "Training", "Picks the best model, drives early stopping: " + metric_sets.BEST_METRIC_HELP
     )
     early_stopping_patience: int = _field(
@@ -172,8 +172,10 @@ class Seq2SeqParams(BaseSettings):
     sort_eval_by_length: bool = _field(
         True, "Evaluation", "Generate for the validation set in length order (less padding, faster evaluation)."
     )
-    task: str = _field("auto", "Evaluation", metric_sets.TASK_HELP)
-    metrics: str | None = _field(None, "Evaluation", metric_sets.METRICS_HELP)
+    task: Annotated[str, AfterValidator(checks.task)] = _field("auto", "Evaluation", metric_sets.TASK_HELP)
+    metrics: Annotated[str | None, AfterValidator(checks.metric_list)] = _field(
+        None, "Evaluation", metric_sets.METRICS_HELP
+    )
     target_language: str | None = _field(
         None, "Evaluation", "Targets' language for BLEU's tokenizer and ROUGE's stemmer (de, zh, ja_XX…); " + _LANG
     )
@@ -214,7 +216,7 @@ class Seq2SeqParams(BaseSettings):
     hub_private: bool = _field(True, "Output", "With push_to_hub: create the repo private (--no-hub-private: public).")
 
     # --- Resilience: preemption, resume, idempotent reruns (job/resume.py, job/preemption.py, docs/reliability.md)
-    resume: str = _field(
+    resume: Annotated[str, AfterValidator(checks.resume_spec)] = _field(
         "auto",
         "Resilience",
         "auto: continue from the latest complete checkpoint (checkpoint folder, platform "
@@ -275,103 +277,12 @@ class Seq2SeqParams(BaseSettings):
                 out[key] = ",".join(str(v) for v in value)
         return out
 
-    @field_validator("metric_for_best_model")
-    @classmethod
-    def _metric(cls, value: str) -> str:
-        name = value.removeprefix("eval_")
-        if name not in (*metric_sets.best_metric_names(), metric_sets.GEN_LEN):
-            raise ValueError(f"must be one of {', '.join(metric_sets.best_metric_names())}")
-        return name
-
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, value: str | None) -> str | None:
-        names = [name.strip() for name in value.split(",") if name.strip()] if value else []
-        return ",".join(metric_sets.check_metrics(names)) if names else None
-
-    @field_validator("task")
-    @classmethod
-    def _task(cls, value: str) -> str:
-        if value != "auto" and value not in metric_sets.TASK_METRICS:
-            raise ValueError(f"must be auto or one of {', '.join(metric_sets.TASK_METRICS)}")
-        return value
-
-    @field_validator("resume")
-    @classmethod
-    def _resume(cls, value: str) -> str:
-        spec = value.strip()
-        if not spec:
-            raise ValueError("give auto, never, or the path/URI of a checkpoint")
-        return spec.lower() if spec.lower() in ("auto", "never") else spec
-
-    @field_validator("target_modules")
-    @classmethod
-    def _modules(cls, value: str) -> str:
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        if not parts:
-            raise ValueError("give all-linear or a comma-separated list of module names")
-        return ",".join(parts)
-
     @model_validator(mode="after")
     def _consistent(self) -> Seq2SeqParams:
-        problems: list[str] = []
-        if self.push_to_hub and not self.username:
-            problems.append("push_to_hub needs username (the Hub user or organisation to push to)")
-        if bool(self.src_lang) != bool(self.tgt_lang):
-            problems.append("src_lang and tgt_lang go together: give both or neither")
-        if self.eval_strategy == "steps" and not self.eval_steps:
-            problems.append("eval_strategy=steps needs eval_steps")
-        if self.resolved_save_strategy == "steps" and not (self.save_steps or self.eval_steps):
-            problems.append("save_strategy=steps needs save_steps")
-        if self.evaluates and self.load_best_model_at_end and self.save_strategy not in (None, self.eval_strategy):
-            problems.append(
-                f"load_best_model_at_end needs save_strategy ({self.save_strategy}) to equal eval_strategy "
-                f"({self.eval_strategy}); set one to match or --no-load-best-model-at-end"
-            )
-        if self.save_steps and self.resolved_save_strategy != "steps":  # resilience: save_steps is never ignored
-            problems.append(
-                f"save_steps={self.save_steps} needs save_strategy=steps (it is "
-                f"{self.resolved_save_strategy}); add --save-strategy steps"
-            )
-        if (
-            self.evaluates
-            and self.load_best_model_at_end
-            and self.eval_strategy == "steps"
-            and self.eval_steps
-            and self.save_steps
-            and self.save_steps % self.eval_steps
-        ):
-            problems.append(
-                f"load_best_model_at_end needs save_steps ({self.save_steps}) to be a multiple of "
-                f"eval_steps ({self.eval_steps})"
-            )
-        if self.resume not in ("auto", "never") and (problem := uri_problem(self.resume, "resume")):
-            problems.append(problem)
-        if self.deepspeed and self.quantized:
-            problems.append(
-                f"deepspeed does not train {self.quantization}-quantized (bitsandbytes) models: set "
-                "quantization=none (LoRA on a ZeRO-sharded model) or drop deepspeed (quantized LoRA on one GPU "
-                "per process)"
-            )
-        for name in ("data_path", "model", "output_uri"):  # s3:// and gs:// URIs (job.storage)
-            if problem := uri_problem(getattr(self, name), name):
-                problems.append(problem)
-        if self.warmup_steps is not None and "warmup_ratio" in self.model_fields_set:
-            problems.append("give warmup_steps or warmup_ratio, not both")
-        if self.s3_endpoint_url and not self.s3_endpoint_url.startswith(("http://", "https://")):
-            problems.append(f"s3_endpoint_url={self.s3_endpoint_url} must start with http:// or https://")
-        problems += self._evaluation_problems()
-        if problems:
+        """Checks between fields (job.param_checks), all reported at once."""
+        if problems := checks.cross_field_problems(self):
             raise ValueError("; ".join(problems))
         return self
-
-    def _evaluation_problems(self) -> list[str]:
-        problems = []
-        if problem := metric_sets.best_metric_problem(self.metric_for_best_model, self.resolved_metrics):
-            problems.append(f"metric_for_best_model={self.metric_for_best_model}: {problem}")
-        if self.length_penalty != 1.0 and self.num_beams == 1:
-            problems.append(f"length_penalty={self.length_penalty} applies only to beam search: set num_beams > 1")
-        return problems
 
     # --- derived values ---------------------------------------------------------------------------------
     @property

@@ -15,7 +15,10 @@ from job import manifest
 from job.errors import UserError
 from job.params import Seq2SeqParams
 from job.preflight import preflight
+
 from job.training.deepspeed import DEEPSPEED_CONFIG_DIR, DEEPSPEED_PRESETS
+
+OFFLINE = {"HF_HUB_OFFLINE": "1"}  # the default model comes from the cache: preflight does not ask the Hub
 
 
 def _cuda() -> bool:
@@ -109,12 +112,12 @@ def _user_config(tmp_path: Path, data: dict | str) -> str:
 )
 def test_impossible_combinations_are_user_errors(kwargs, message) -> None:
     with pytest.raises(UserError, match="invalid parameters: .*" + message.replace("(", r"\(").replace(")", r"\)")):
-        preflight({"data_path": "data.csv", **kwargs}, env={})
+        preflight({"data_path": "data.csv", **kwargs}, env=OFFLINE)
 
 
 def test_a_users_config_must_agree_with_the_params(tmp_path) -> None:
     with pytest.raises(UserError, match="is not valid JSON"):
-        preflight({"data_path": "data.csv", "deepspeed": _user_config(tmp_path, "{stage: 2")}, env={})
+        preflight({"data_path": "data.csv", "deepspeed": _user_config(tmp_path, "{stage: 2")}, env=OFFLINE)
     mismatched = {
         "train_micro_batch_size_per_gpu": 8,
         "gradient_clipping": "auto",
@@ -122,14 +125,18 @@ def test_a_users_config_must_agree_with_the_params(tmp_path) -> None:
         "zero_optimization": {"stage": 3},
     }
     with pytest.raises(UserError) as caught:
-        preflight({"data_path": "data.csv", "batch_size": 2, "deepspeed": _user_config(tmp_path, mismatched)}, env={})
+        preflight(
+            {"data_path": "data.csv", "batch_size": 2, "deepspeed": _user_config(tmp_path, mismatched)}, env=OFFLINE
+        )
     text = str(caught.value)
     assert "sets train_micro_batch_size_per_gpu=8 but batch_size=2" in text
     assert "sets bf16.enabled=True but mixed_precision=None" in text
     assert "stage3_gather_16bit_weights_on_model_save=true" in text
     # LoRA without quantization on a ZeRO-3-sharded model is fine, and so is a config that agrees
     agreeing = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2}}
-    assert preflight({"data_path": "data.csv", "batch_size": 2, "deepspeed": _user_config(tmp_path, agreeing)}, env={})
+    assert preflight(
+        {"data_path": "data.csv", "batch_size": 2, "deepspeed": _user_config(tmp_path, agreeing)}, env=OFFLINE
+    )
     assert Seq2SeqParams(data_path="data.csv", deepspeed="zero3", peft=True, quantization="none").quantized is False
 
 

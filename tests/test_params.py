@@ -205,10 +205,10 @@ def test_fp16_without_cuda_is_a_clear_error_and_bf16_is_fine() -> None:
         pytest.skip("CUDA present")
     fp16 = Seq2SeqParams(data_path="x", mixed_precision="fp16")  # the schema cannot know the machine
     with pytest.raises(UserError, match=r"^invalid parameters: mixed_precision=fp16 needs a CUDA GPU"):
-        check(fp16, read_context({}))
+        check(fp16, read_context({"HF_HUB_OFFLINE": "1"}))
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
-        preflight({"data_path": "x", "mixed_precision": "fp16"}, env={})
-    check(Seq2SeqParams(data_path="x", mixed_precision="bf16"), read_context({}))  # no error
+        preflight({"data_path": "x", "mixed_precision": "fp16"}, env={"HF_HUB_OFFLINE": "1"})
+    check(Seq2SeqParams(data_path="x", mixed_precision="bf16"), read_context({"HF_HUB_OFFLINE": "1"}))  # no error
 
 
 def test_missing_data_path() -> None:
