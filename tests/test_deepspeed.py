@@ -15,7 +15,6 @@ from job import manifest
 from job.errors import UserError
 from job.params import Seq2SeqParams
 from job.preflight import preflight
-
 from job.training.deepspeed import DEEPSPEED_CONFIG_DIR, DEEPSPEED_PRESETS
 
 OFFLINE = {"HF_HUB_OFFLINE": "1"}  # the default model comes from the cache: preflight does not ask the Hub
