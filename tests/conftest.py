@@ -223,10 +223,10 @@ def s3_bucket(s3_env, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(autouse=True)
 def _no_signal_left_behind() -> object:
-    """A signal one test sent (job.training.preemption records it) must not stop the next test's training."""
+    """A signal one test sent (job.stopping records it) must not stop the next test's training."""
     yield
     import sys
 
-    preemption = sys.modules.get("job.training.preemption")
-    if preemption is not None:
-        preemption._flag.reset()
+    stopping = sys.modules.get("job.stopping")
+    if stopping is not None:
+        stopping.state.reset()
