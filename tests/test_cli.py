@@ -65,7 +65,7 @@ def test_unknown_flag_is_a_user_error_with_a_hint() -> None:
 def test_a_mistyped_command_is_named() -> None:
     result = run_cli("trian", "--data-path", "x.csv")
     assert result.returncode == 2
-    assert "invalid choice: 'trian' (choose from 'train', 'validate', 'predict')" in result.stderr
+    assert "invalid choice: 'trian' (choose from 'train', 'validate', 'predict', 'evaluate')" in result.stderr
 
 
 def test_missing_data_file_is_a_clear_error(tmp_path) -> None:
