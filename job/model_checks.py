@@ -245,6 +245,33 @@ def tokenizer_problem(tokenizer: Any, texts: list[str], *, model: str) -> str | 
     )
 
 
+def check_hub_model(params: Any, *, offline: bool) -> None:
+    """Before the data: a Hub id must be reachable and hold a model (one line at once, not a minute of retries).
+
+    When the Hub does not answer but the model is in the local cache, the run goes on with the cached copy.
+    """
+    from job.builtin_models import is_builtin
+    from job.errors import UserError
+    from job.storage.uris import is_remote
+
+    model = params.model
+    if offline or is_builtin(model) or is_remote(model) or looks_local(model):
+        return
+    problems = hub_problems(model, token=params.token_value())
+    if problems and problems[0].startswith(f"model={model}: cannot reach the Hub") and _cached(model):
+        log.warning("%s; using the copy of %s in the local cache", problems[0].split(";")[0], model)
+        return
+    if problems:
+        raise UserError("invalid model: " + "; ".join(problems))
+
+
+def _cached(model: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model, CONFIG)
+    return isinstance(found, str)
+
+
 def check_model_source(source: str, params: Any, *, downloaded_from: str | None = None) -> None:
     """The folder a run loads from, once it is local (an s3:// model after download); a Hub id's position limit."""
     from job.builtin_models import is_builtin

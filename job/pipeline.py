@@ -24,7 +24,7 @@ from job.data import DataBundle, load_data
 from job.generation import generation_settings
 from job.hub import check_push, push_outputs
 from job.lease import Held, hold_outputs
-from job.model_checks import check_model_source, check_tokenizer
+from job.model_checks import check_hub_model, check_model_source, check_tokenizer
 from job.outputs.folder import Outputs
 from job.outputs.report import Machine, distributed_facts, final_evaluation, final_figures, peak_memory
 from job.params import Seq2SeqParams
@@ -130,6 +130,8 @@ def prepare(params: Seq2SeqParams, ctx: RunContext | None) -> RunContext:
         check(params, ctx)  # preflight() already ran these checks for a context it built
     apply_process_env(ctx, tracker=params.log)
     storage.configure(_storage_settings(params, ctx))
+    if ctx.process.is_local_main:
+        check_hub_model(params, offline=ctx.hub_offline)  # unreachable Hub: one line now (job.model_checks)
     return ctx
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from job.builtin_models import is_builtin
 from job.context import RunContext, read_context
 from job.errors import UserError
-from job.model_checks import folder_problems, hub_problems, looks_local, model_lengths
+from job.model_checks import folder_problems, looks_local, model_lengths
 from job.param_names import SECRET_FIELDS
 from job.param_sources import load_params
 from job.params import Seq2SeqParams
@@ -77,15 +77,12 @@ def machine_problems(params: Seq2SeqParams, ctx: RunContext) -> list[str]:
 
 
 def model_problems(params: Seq2SeqParams, ctx: RunContext) -> list[str]:
-    """A local model folder is checked whole; a Hub id must be reachable and hold a model (job.model_checks)."""
+    """A local model folder is checked whole (job.model_checks); a Hub id is checked by the run itself
+    (job.pipeline.prepare: it needs the network), an s3:// model once downloaded, a builtin one is built."""
     model = params.model
-    if is_builtin(model) or is_remote(model):  # built on the data / checked once downloaded (job.pipeline)
+    if is_builtin(model) or is_remote(model) or not looks_local(model):
         return []
-    if looks_local(model):
-        return folder_problems(Path(model).expanduser(), lengths=model_lengths(params), name=model)
-    if ctx.hub_offline:
-        return []  # from the local cache: transformers says so when it is not there
-    return hub_problems(model, token=params.token_value())
+    return folder_problems(Path(model).expanduser(), lengths=model_lengths(params), name=model)
 
 
 def output_problems(params: Seq2SeqParams) -> list[str]:

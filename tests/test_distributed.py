@@ -4,6 +4,7 @@ outputs, and a failing rank that takes the whole job down promptly with the righ
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -156,7 +157,7 @@ def test_a_user_error_on_one_rank_stops_every_rank_and_exits_2(task, tmp_path) -
         "--project-name",
         str(out),
         log=tmp_path / "job.log",
-        env={"PYTHONPATH": str(hook)},
+        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))},
         timeout=240,
     )
     # rank 0 was waiting for rank 1 in the gradient all-reduce; torchrun stopped it, the launcher kept rank 1's code

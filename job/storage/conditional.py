@@ -153,10 +153,16 @@ def _local_write(path: Path, data: bytes, version: str | None) -> str | None:
 
 
 def _local_delete(path: Path, version: str) -> bool:
-    with file_lock(path.with_name(path.name + ".lock")):
+    lock = path.with_name(path.name + ".lock")
+    with file_lock(lock):
         current = _local_read(path)
         if current is None or current[1] != version:
             return False
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        # No litter in the output folder. A writer already waiting on this lock file then holds a lock on a name
+        # that is gone while a newcomer locks a new file: both may create the record, one os.replace wins, and the
+        # other learns it at its first checkpoint (job.lease verifies before every save) — three jobs racing at
+        # the instant of a release, on one folder.
+        lock.unlink(missing_ok=True)
     return True
