@@ -156,7 +156,7 @@ def _score(
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
     from job.evaluation import score_split
-    from job.training.build import Seq2SeqJobTrainer
+    from job.training.trainer import JobTrainer
 
     with tempfile.TemporaryDirectory(prefix="seq2seq-evaluate-") as tmp:
         args = Seq2SeqTrainingArguments(
@@ -167,7 +167,7 @@ def _score(
             disable_tqdm=not sys.stderr.isatty(),
             dataloader_pin_memory=model.device.type == "cuda",
         )
-        trainer = Seq2SeqJobTrainer(
+        trainer = JobTrainer(
             model=model,
             args=args,
             data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),

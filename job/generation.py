@@ -9,7 +9,7 @@ never warns that both were given. Without beams, the beam-only flags a base mode
 
 transformers' ``Seq2SeqTrainer.prediction_step`` writes every default (``max_length: 20`` among them) into the
 model's config on each batch; :func:`kept_generation_config` undoes that (used by
-:class:`job.training.build.Seq2SeqJobTrainer`).
+:class:`job.training.trainer.JobTrainer`).
 """
 
 from __future__ import annotations
