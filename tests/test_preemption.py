@@ -393,9 +393,9 @@ def test_sigterm_during_the_final_evaluation_stops_at_once(tiny_t5_dir, keywords
     out = tmp_path / "run"
     args = train_args(keywords_task_dir, tiny_t5_dir, out, *SLOW_EVAL, "--save-steps", "8")  # eval_strategy=no
     job = JobProcess(*args)
-    job.wait_for(r"Evaluation at step 16: 40 batches")  # the one evaluation, after training
+    job.wait_for(r"Evaluation at step 16: 40 batches")  # the one evaluation, after the last step, inside training
     job.send(signal.SIGTERM)
-    assert_stopped(job, "after training")
+    assert_stopped(job, "during training")  # the evaluation is cut short and the step's checkpoint saved
     assert f"stopped by SIGTERM at step 16 after saving checkpoint {out}/checkpoints/checkpoint-16" in job.text
     assert not (out / manifest.MANIFEST).exists() and "eval_loss" not in job.text
     assert_rerun_finishes(args, out, resumed_from=16)

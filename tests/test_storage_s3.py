@@ -412,7 +412,8 @@ def test_train_from_s3_data_to_s3_outputs_and_reload_as_model(
     assert second["status"] == "completed"
     saved = json.loads((tmp_path / "second" / "training_params.json").read_text())
     assert saved["model"] == out_uri and saved["data_path"].startswith("s3://")
-    assert f"base_model: {out_uri}" in (tmp_path / "second" / "README.md").read_text()
+    card = (tmp_path / "second" / "README.md").read_text()
+    assert f"Fine-tuned from `{out_uri}`" in card and "base_model:" not in card  # not a Hub id: no metadata
     assert "testing-secret-canary" not in json.dumps(saved)
 
 
