@@ -42,6 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from job.lazy_callbacks import lazy_callback
+
 if TYPE_CHECKING:
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
@@ -302,14 +304,7 @@ def progress_callback(
 
 def __getattr__(name: str) -> Any:
     """``TrainJobProgress``: made on first use, so that importing this module does not import transformers."""
-    if name == "TrainJobProgress":
-        from transformers import TrainerCallback
-
-        namespace = {"__module__": __name__, "__doc__": _TrainJobProgress.__doc__}
-        cls = type(name, (_TrainJobProgress, TrainerCallback), namespace)
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_callback(globals(), name, "TrainJobProgress", _TrainJobProgress)
 
 
 def remove_builtin_kubeflow_callback(trainer: Any) -> bool:

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from job.lazy_callbacks import lazy_callback
+
 if TYPE_CHECKING:
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
@@ -219,11 +221,4 @@ class _TuningCallback:
 
 def __getattr__(name: str) -> Any:
     """``TuningCallback``: made on first use, so that importing this module does not import transformers."""
-    if name == "TuningCallback":
-        from transformers import TrainerCallback
-
-        namespace = {"__module__": __name__, "__doc__": _TuningCallback.__doc__}
-        cls = type(name, (_TuningCallback, TrainerCallback), namespace)
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_callback(globals(), name, "TuningCallback", _TuningCallback)
