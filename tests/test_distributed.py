@@ -156,7 +156,7 @@ def test_a_user_error_on_one_rank_stops_every_rank_and_exits_2(task, tmp_path) -
         "--project-name",
         str(out),
         log=tmp_path / "job.log",
-        env={"PYTHONPATH": str(hook)},
+        env={"PYTHONPATH": f"{hook}:{Path(__file__).resolve().parents[1]}"},  # the hook, and this checkout's job
         timeout=240,
     )
     # rank 0 was waiting for rank 1 in the gradient all-reduce; torchrun stopped it, the launcher kept rank 1's code
