@@ -243,3 +243,15 @@ def test_evaluation_encodes_each_batch_once_with_the_same_results(fixture, beams
     assert (ours_calls, plain_calls) == ((5, 10) if beams == 1 else (10, 10))
     for key in ("eval_loss", "eval_rouge1", "eval_rougeL", "eval_gen_len"):
         assert ours[key] == pytest.approx(plain[key], abs=1e-5), key
+
+
+def test_gradient_checkpointing_flag_is_on_off_or_unset() -> None:
+    from job.cli import build_parser
+
+    def parsed(*flags: str) -> dict:
+        args = build_parser().parse_args(["train", "--data-path", "d.csv", *flags])
+        return {k: v for k, v in vars(args).items() if k == "gradient_checkpointing"}
+
+    assert parsed("--gradient-checkpointing") == {"gradient_checkpointing": True}
+    assert parsed("--no-gradient-checkpointing") == {"gradient_checkpointing": False}
+    assert parsed() == {}  # unset: on for 8/4-bit LoRA, off otherwise
