@@ -126,7 +126,7 @@ def _add_param_flags(parser: argparse.ArgumentParser, *, dry_run: bool) -> None:
                 continue
             kind: dict[str, Any] = (
                 {"action": argparse.BooleanOptionalAction}
-                if info.annotation is bool
+                if info.annotation in (bool, bool | None)  # bool | None: unset = the default decides
                 else {"metavar": _metavar(name, info.annotation)}
             )
             target.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=text, **kind)

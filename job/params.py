@@ -100,7 +100,7 @@ class Seq2SeqParams(BaseSettings):
     batch_size: int = _field(2, "Training", "Per-device training batch size.", ge=1)
     gradient_accumulation: int = _field(1, "Training", "Steps to accumulate gradients over.", ge=1)
     optimizer: Optimizer | None = _field(
-        None, "Training", "Any optimizer the Trainer supports; default adamw_torch, adamw_torch_fused on CUDA."
+        None, "Training", "Any optimizer the Trainer supports; default adamw_torch_fused (CUDA, CPU), else adamw_torch."
     )
     scheduler: Scheduler = _field("linear", "Training", "Learning-rate schedule.")
     warmup_ratio: float = _field(0.1, "Training", "Share of steps used for linear warmup.", ge=0.0, le=1.0)

@@ -157,7 +157,11 @@ def test_a_user_error_on_one_rank_stops_every_rank_and_exits_2(task, tmp_path) -
         "--project-name",
         str(out),
         log=tmp_path / "job.log",
-        env={"PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))},
+        env={
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(hook), str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])
+            )
+        },
         timeout=240,
     )
     # rank 0 was waiting for rank 1 in the gradient all-reduce; torchrun stopped it, the launcher kept rank 1's code

@@ -29,7 +29,7 @@ def test_defaults_match_the_documented_ones() -> None:
         max_target_length=128,
         warmup_ratio=0.1,
         gradient_accumulation=1,
-        optimizer=None,  # adamw_torch, or adamw_torch_fused on CUDA (job.training.args)
+        optimizer=None,  # adamw_torch_fused where torch has the kernel (CUDA, CPU), else adamw_torch
         scheduler="linear",
         weight_decay=0.0,
         max_grad_norm=1.0,

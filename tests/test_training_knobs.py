@@ -65,8 +65,9 @@ def test_arguments_follow_the_params() -> None:
     assert args.per_device_eval_batch_size == 24
     defaults = build_training_args(Seq2SeqParams(data_path="d.csv"), train_rows=100, has_eval=False)
     assert defaults.max_steps == -1 and defaults.warmup_steps == 0.1 and not defaults.torch_compile
-    assert defaults.optim == default_optimizer(cuda=torch.cuda.is_available())
-    assert default_optimizer(cuda=True) == "adamw_torch_fused" and default_optimizer(cuda=False) == "adamw_torch"
+    assert defaults.optim == "adamw_torch_fused"  # CPU and CUDA both have torch's fused AdamW kernel
+    assert default_optimizer("cuda") == default_optimizer("cpu") == "adamw_torch_fused"
+    assert default_optimizer("no-such-device") == "adamw_torch"
 
 
 def test_dataloader_workers_default_to_none_on_cpu_and_two_per_gpu_process_with_cpus_to_spare() -> None:
@@ -212,3 +213,45 @@ def test_generation_stops_when_every_row_has_finished(tiny_t5_dir) -> None:
         inputs = tokenizer(["red cat sat", "the blue dog ran near the river"], return_tensors="pt", padding=True)
         out = model.generate(**inputs, max_new_tokens=50, min_new_tokens=0, do_sample=False)
     assert out.shape[1] == 2  # the decoder start token and eos: the batch stopped at the first step
+
+
+@pytest.mark.parametrize(("fixture", "beams"), [("tiny_t5_dir", 1), ("tiny_bart_dir", 1), ("tiny_bart_dir", 2)])
+def test_evaluation_encodes_each_batch_once_with_the_same_results(fixture, beams, request, keywords_task_dir) -> None:
+    """Seq2SeqTrainer runs the encoder in generate and again for the loss; ours once, with identical figures."""
+    from job.data import load_data
+    from job.preprocess import tokenize_data
+    from job.training.build import build_trainer
+
+    folder = request.getfixturevalue(fixture)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    data = load_data(data_path=str(keywords_task_dir), valid_split="validation")
+    tokens = tokenize_data(data, tokenizer, max_seq_length=32, max_target_length=8)
+    params = Seq2SeqParams(data_path="d", eval_batch_size=8, num_beams=beams, max_target_length=8)
+
+    def evaluate(share: bool) -> tuple[dict, int]:
+        model = AutoModelForSeq2SeqLM.from_pretrained(folder)
+        trainer = build_trainer(params=params, model=model, tokenizer=tokenizer, data=tokens)
+        if not share:
+            trainer._shared_encoder = lambda *args: None
+        calls = []
+        model.get_encoder().register_forward_hook(lambda *args: calls.append(1))
+        return trainer.evaluate(), len(calls)
+
+    ours, ours_calls = evaluate(share=True)
+    plain, plain_calls = evaluate(share=False)
+    # 40 rows in batches of 8; beam search (which expands the encoder output in place) keeps the plain path
+    assert (ours_calls, plain_calls) == ((5, 10) if beams == 1 else (10, 10))
+    for key in ("eval_loss", "eval_rouge1", "eval_rougeL", "eval_gen_len"):
+        assert ours[key] == pytest.approx(plain[key], abs=1e-5), key
+
+
+def test_gradient_checkpointing_flag_is_on_off_or_unset() -> None:
+    from job.cli import build_parser
+
+    def parsed(*flags: str) -> dict:
+        args = build_parser().parse_args(["train", "--data-path", "d.csv", *flags])
+        return {k: v for k, v in vars(args).items() if k == "gradient_checkpointing"}
+
+    assert parsed("--gradient-checkpointing") == {"gradient_checkpointing": True}
+    assert parsed("--no-gradient-checkpointing") == {"gradient_checkpointing": False}
+    assert parsed() == {}  # unset: on for 8/4-bit LoRA, off otherwise

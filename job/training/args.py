@@ -32,9 +32,19 @@ def auto_logging_steps(params: Seq2SeqParams, train_rows: int, world_size: int) 
     return max(1, min(500, total // 25))
 
 
-def default_optimizer(*, cuda: bool) -> str:
-    """adamw_torch_fused on CUDA (one kernel for all parameters), adamw_torch elsewhere."""
-    return "adamw_torch_fused" if cuda else "adamw_torch"
+def default_optimizer(device_type: str) -> str:
+    """adamw_torch_fused where torch has a fused AdamW kernel for the device (CUDA, and CPU too), else adamw_torch.
+
+    Measured on CPU (T5, 9.4M parameters, 1 thread): 15.6 ms per optimizer step fused, 95 ms with adamw_torch's
+    per-tensor loop; transformers' own default is the fused one since torch 2.8.
+    """
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        fused = device_type in _get_fused_kernels_supported_devices()
+    except ImportError:  # an older torch: CUDA only
+        fused = device_type == "cuda"
+    return "adamw_torch_fused" if fused else "adamw_torch"
 
 
 def dataloader_workers(params: Seq2SeqParams, *, cuda: bool, cpus_per_process: int) -> int:
@@ -67,7 +77,7 @@ def build_training_args(
         per_device_train_batch_size=params.batch_size,
         per_device_eval_batch_size=eval_batch_size or params.eval_batch_size or params.batch_size,
         gradient_accumulation_steps=params.gradient_accumulation,
-        optim=params.optimizer or default_optimizer(cuda=cuda),
+        optim=params.optimizer or default_optimizer("cuda" if cuda else "cpu" if on_cpu else "mps"),
         lr_scheduler_type=params.scheduler,
         # warmup_steps: an int is a number of steps; a float < 1 is a ratio of the total steps (transformers 5)
         warmup_steps=params.warmup_steps if params.warmup_steps is not None else params.warmup_ratio,

@@ -92,7 +92,7 @@ def take_rows(batch: Mapping[str, Any], rows: list[int], *, pad_to_multiple_of: 
             part = part[:, inputs]
         elif part.dim() >= 2 and key in TARGET_KEYS:
             part = part[:, targets]
-        out[key] = part
+        out[key] = part.contiguous()  # a column slice is a strided view; models may .view() it
     return out
 
 

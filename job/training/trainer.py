@@ -1,6 +1,7 @@
-"""The job's Seq2SeqTrainer: each training step's random rows run as length-sorted micro-batches.
+"""The job's Seq2SeqTrainer: each training step's random rows run as length-sorted micro-batches, and
+evaluation encodes each batch once.
 
-Only :meth:`JobTrainer.training_step` differs from transformers' ``Seq2SeqTrainer``. The Trainer still draws
+Three methods differ from transformers' ``Seq2SeqTrainer``. :meth:`JobTrainer.training_step`: the Trainer still draws
 ``batch_size`` random rows per micro-step and ``gradient_accumulation`` micro-steps per optimizer step, counts
 the step's target tokens (``num_items_in_batch``, over all processes), clips the whole step's gradient and steps
 the optimizer and the schedule once: steps per epoch, the schedule, resume positions and DDP shares are the
@@ -8,6 +9,11 @@ plain setup's. Inside one micro-step the rows are cut into length-sorted groups
 (:mod:`job.training.microbatches`); every group but the last runs under DDP's ``no_sync``, so processes
 exchange gradients once per step, as before, however many groups each cut. (Under DeepSpeed, whose ZeRO
 reduces gradients in every backward pass, :func:`job.training.build.group_cost` turns the split off.)
+
+:meth:`JobTrainer.prediction_step`: ``Seq2SeqTrainer`` runs the encoder twice per evaluation batch, once in
+``generate`` and once more for the loss; here the encoder's output is computed once and given to both, which
+halves the encoder's share of evaluation (most of it when inputs are long and outputs short); the model's
+generation config is left as it was (:mod:`job.generation`), and evaluation rows keep their order.
 """
 
 from __future__ import annotations
@@ -61,9 +67,44 @@ class JobTrainer(Seq2SeqTrainer):
             state._set_sync_gradients(sync)
         return torch.stack(losses).sum()  # each is a share of the step's token mean: they add up to the batch's
 
-    def prediction_step(self, model: Any, inputs: Any, prediction_loss_only: bool, **kwargs: Any) -> Any:
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+        **gen_kwargs: Any,
+    ) -> tuple[Any, Any, Any]:
+        encoder = self._shared_encoder(model, inputs, prediction_loss_only, gen_kwargs)
+        if encoder is not None:
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.accelerator.autocast():
+                encoded = encoder(
+                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], return_dict=True
+                )
+            inputs = {**inputs, "encoder_outputs": encoded}  # generate and the loss forward both skip the encoder
         with generation.kept_generation_config(self.model):  # see job.generation
-            return super().prediction_step(model, inputs, prediction_loss_only, **kwargs)
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
+    def _shared_encoder(self, model: torch.nn.Module, inputs: dict[str, Any], loss_only: bool, gen: dict) -> Any:
+        """The encoder to run once per evaluation batch, or None to leave prediction_step as it is.
+
+        Only for greedy search (one sequence per row): beam search expands the encoder output in place to
+        rows × beams, which the loss forward could not use afterwards.
+        """
+        if loss_only or not self.args.predict_with_generate or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return None  # ZeRO-3 / FSDP gather parameters around the whole model's forward: left alone
+        if "input_ids" not in inputs or "attention_mask" not in inputs or "encoder_outputs" in inputs:
+            return None
+        unwrapped = self.accelerator.unwrap_model(model)
+        if not getattr(unwrapped.config, "is_encoder_decoder", False) or not hasattr(unwrapped, "get_encoder"):
+            return None
+        config = unwrapped.generation_config
+        settings = gen or getattr(self, "_gen_kwargs", {})
+        beams = settings.get("num_beams") or config.num_beams or 1
+        if beams != 1 or (settings.get("num_return_sequences") or config.num_return_sequences or 1) != 1:
+            return None
+        return unwrapped.get_encoder()
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
         """The dataset's order (distributed: the Trainer's sharding, gathered back in order).
