@@ -4,7 +4,9 @@ A synthetic workload is trained with ``job.pipeline.train`` (our defaults: rando
 length-sorted micro-batches; length-sorted evaluation with its own batch size) and with a plain
 ``Seq2SeqTrainer`` set up the way ``run_summarization.py`` sets it up (random sampler, per-batch dynamic
 padding), at the same hyperparameters, on the same model and data; optionally also with the old default,
-the Trainer's length-grouped batches (``grouped``). Each side runs in its own process (its own peak memory),
+the Trainer's length-grouped batches (``grouped``), and the plain setup again with the next seed
+(``plain_reseeded``: another batch order and dropout, the same initial weights), whose gap to ``plain`` is the
+noise that any other side's gap is to be read against. Each side runs in its own process (its own peak memory),
 one after the other, evaluating after every epoch. Then the plain run's final weights are evaluated three ways
 — plain at eval batch 2 (our default ``batch_size``) and 8 (TrainingArguments' default), and through our
 pipeline at our defaults — since generation time depends on the weights. Prints one JSON object.
@@ -13,12 +15,14 @@ Workloads (inputs of 10–200 words; ``--workload``):
   skewed      log-normal lengths, median 45 words (most rows short, a few long, like real text); target = the
               first 3–12 words. The default.
   uniform     every length from 10 to 200 words equally likely (the mildest case for padding).
-  correlated  skewed lengths, and the kind of example goes with its length: inputs of up to 45 words ask for
-              their time words, longer ones for their place words (up to 8). Length-grouped batches hold
-              one kind at a time; random ones mix them.
+  correlated  skewed lengths, and the kind of example goes with its length: filler words with 1–4 time and
+              1–4 place words among them; inputs of up to 45 words ask for their time words, longer ones
+              for their place words, in order. Length-grouped batches hold one kind at a time; random
+              ones mix them.
 
     python bench/train_throughput.py                                   # skewed, 1 epoch: speed
-    python bench/train_throughput.py --workload correlated --epochs 4 --sides plain,ours,grouped
+    python bench/train_throughput.py --workload correlated --epochs 5 --lr 3e-3 \
+        --sides plain,ours,grouped,plain_reseeded
     python bench/train_throughput.py --rows 4000 --batch-size 32 --mixed-precision bf16   # on a GPU
 """
 
@@ -57,19 +61,34 @@ def input_words(rng: random.Random, lengths: str) -> int:
     return min(200, max(10, round(rng.lognormvariate(math.log(45), 0.7))))
 
 
+FILLERS = [w for w in WORDS if w not in TIMES and w not in PLACES]
+
+
 def make_workload(rows: int, seed: int, workload: str = "skewed") -> list[dict[str, str]]:
     """``rows`` input/target pairs of the workload (see the module doc)."""
     rng = random.Random(seed)
     out = []
     for _ in range(rows):
-        words = [rng.choice(WORDS) for _ in range(input_words(rng, "uniform" if workload == "uniform" else "skewed"))]
+        length = input_words(rng, "uniform" if workload == "uniform" else "skewed")
         if workload == "correlated":
-            wanted = TIMES if len(words) <= SHORT else PLACES
-            target = [w for w in words if w in wanted][:8] or ["none"]
+            text, target = correlated_row(rng, length)
         else:
-            target = words[: rng.randint(3, 12)]
-        out.append({"text": " ".join(words), "target": " ".join(target)})
+            words = [rng.choice(WORDS) for _ in range(length)]
+            text, target = words, words[: rng.randint(3, 12)]
+        out.append({"text": " ".join(text), "target": " ".join(target)})
     return out
+
+
+def correlated_row(rng: random.Random, length: int) -> tuple[list[str], list[str]]:
+    """Filler words with 1-4 time and 1-4 place words put in at random places; the target is the time words
+    (in their order) when the input has up to SHORT words, else the place words: its length decides its kind."""
+    times = [rng.choice(sorted(TIMES)) for _ in range(rng.randint(1, 4))]
+    places = [rng.choice(sorted(PLACES)) for _ in range(rng.randint(1, 4))]
+    words = [rng.choice(FILLERS) for _ in range(max(0, length - len(times) - len(places)))]
+    for word in times + places:
+        words.insert(rng.randint(0, len(words)), word)
+    wanted = TIMES if len(words) <= SHORT else PLACES
+    return words, [w for w in words if w in wanted]
 
 
 def prepare(work: Path, args: argparse.Namespace) -> None:
@@ -169,9 +188,11 @@ def plain_trainer(args: argparse.Namespace, model: Any, tokenizer: Any, tokenize
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     from job.metrics import build_compute_metrics
+    from job.training.eval_loss import TokenMeanEvalLoss
     from job.training.microbatches import PaddingCount
 
-    class CountingTrainer(Seq2SeqTrainer):  # counts the padding the model is fed in training, as ours does
+    # counts the padding the model is fed in training, and measures eval_loss (the token mean), as ours does
+    class CountingTrainer(TokenMeanEvalLoss, Seq2SeqTrainer):
         def __init__(self, *a: Any, **k: Any) -> None:
             super().__init__(*a, **k)
             self.padding = PaddingCount()
@@ -233,7 +254,7 @@ def run_plain(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     tokenized = plain_data(work, args, tokenizer)
     trainer = plain_trainer(args, AutoModelForSeq2SeqLM.from_pretrained(work / "model"), tokenizer, tokenized, work)
     result = trainer.train().metrics
-    trainer.save_model(str(work / "out-plain" / "final"))
+    trainer.save_model(str(work / f"out-{args.setup}" / "final"))
     train = tokenized["train"]
     tokens = sum(len(x) for x in train["input_ids"]) + sum(len(x) for x in train["labels"])
     evaluations = [e for e in trainer.state.log_history if "eval_loss" in e]
@@ -287,6 +308,9 @@ def child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if args.setup == "plain":
         result = run_plain(work, args)
+    elif args.setup == "plain_reseeded":  # the noise floor: plain again with another seed (order, dropout)
+        args.seed += 1
+        result = run_plain(work, args)
     elif args.setup == "eval":
         result = run_eval(work, args)
     elif args.setup == "grouped":  # the old default
@@ -303,7 +327,9 @@ def child(args: argparse.Namespace) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workload", choices=["skewed", "uniform", "correlated"], default="skewed")
-    parser.add_argument("--sides", default="plain,ours", help="comma-separated: plain, ours, grouped")
+    parser.add_argument(
+        "--sides", default="plain,ours", help="comma-separated: plain, ours, grouped, plain_reseeded (seed + 1)"
+    )
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--eval-rows", type=int, default=200)
     parser.add_argument("--d-model", type=int, default=256)
@@ -317,7 +343,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mixed-precision", choices=["bf16", "fp16"], default=None)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-eval-comparison", action="store_true", help="skip the same-weights evaluation")
-    parser.add_argument("--setup", choices=["ours", "plain", "grouped", "eval"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--setup", choices=["ours", "plain", "grouped", "plain_reseeded", "eval"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--work", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -327,17 +355,30 @@ def report(args: argparse.Namespace, results: dict[str, Any], device: str) -> di
     keys += ("max_seq_length", "max_target_length", "mixed_precision", "seed")
     out: dict[str, Any] = {"workload": {k: getattr(args, k) for k in keys}, "device": device, **results}
     plain = results.get("plain")
-    for side in ("ours", "grouped"):
+    for side in ("ours", "grouped", "plain_reseeded"):
         if plain and side in results:
             for what in ("samples", "tokens"):
                 ratio = results[side][f"train_{what}_per_second"] / plain[f"train_{what}_per_second"]
                 out[f"{side}_over_plain_{what}_per_second"] = round(ratio, 2)
+            out[f"{side}_minus_plain_per_epoch"] = quality_gap(results[side], plain)
     if "eval" in results:
         ours = results["eval"]["ours_defaults"]["eval_runtime"]
         for batch in (2, 8):
             ratio = ours / results["eval"][f"plain_eval_batch_{batch}"]["eval_runtime"]
             out[f"eval_time_ours_over_plain_batch_{batch}_same_weights"] = round(ratio, 3)
     return out
+
+
+def quality_gap(side: dict[str, Any], plain: dict[str, Any]) -> list[dict[str, float]]:
+    """Per evaluation: the side's eval_loss and ROUGE-L minus plain's (plain_reseeded's gap is the noise)."""
+    gaps = []
+    for mine, theirs in zip(side["quality_per_epoch"], plain["quality_per_epoch"], strict=False):
+        gap = {"epoch": mine["epoch"]}
+        for key in ("eval_loss", "eval_rougeL"):
+            if key in mine and key in theirs:
+                gap[key] = round(mine[key] - theirs[key], 4)
+        gaps.append(gap)
+    return gaps
 
 
 def main() -> None:

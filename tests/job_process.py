@@ -29,6 +29,30 @@ def job_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def tiny_train_args(data: Path, model: Path, out: Path, *extra: str, max_samples: int = 32) -> list[str]:
+    """``train`` on a tiny model for a few seconds: batch 8, 2 epochs, short sequences; ``extra`` flags win."""
+    return [
+        "train",
+        "--data-path",
+        str(data),
+        "--model",
+        str(model),
+        "--project-name",
+        str(out),
+        "--max-samples",
+        str(max_samples),
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--max-seq-length",
+        "32",
+        "--max-target-length",
+        "8",
+        *extra,
+    ]
+
+
 class JobProcess:
     """One run of the job; stdout and stderr are merged and collected by a reader thread."""
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from job_process import run_job
+from job_process import run_job, tiny_train_args
 
 from job import checkpoint_trust, manifest
 from job.errors import EXIT_OK
@@ -51,24 +51,10 @@ def torch_save(path: Path, value: str) -> None:
 
 
 def train_args(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--data-path",
-        str(data),
-        "--model",
-        str(model),
-        "--project-name",
-        str(out),
-        "--max-samples",
-        "32",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--max-seq-length",
-        "32",
-        "--max-target-length",
-        "8",
+    return tiny_train_args(
+        data,
+        model,
+        out,
         "--save-strategy",
         "steps",
         "--save-steps",
@@ -78,7 +64,7 @@ def train_args(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
         "--logging-steps",
         "1",
         *extra,
-    ]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from job_process import JobProcess, run_job
+from job_process import JobProcess, run_job, tiny_train_args
 
 from job import lease, manifest
 from job.errors import EXIT_OK, EXIT_USER_ERROR
@@ -107,28 +107,14 @@ def test_a_live_holder_is_refused_a_silent_one_is_taken_over(tmp_path, caplog) -
 
 # ------------------------------------------------------------------------------------------- real jobs
 def job_args(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--data-path",
-        str(data),
-        "--model",
-        str(model),
-        "--project-name",
-        str(out),
-        "--max-samples",
-        "32",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--max-seq-length",
-        "32",
-        "--max-target-length",
-        "8",
+    return tiny_train_args(
+        data,
+        model,
+        out,
         "--lease-seconds",
         LEASE_S,
         *extra,
-    ]
+    )
 
 
 class BlockedCard:

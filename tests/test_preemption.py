@@ -16,7 +16,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from job_process import JobProcess, kill, run_job
+from job_process import JobProcess, kill, run_job, tiny_train_args
 
 from job import manifest, stopping
 from job.errors import EXIT_PREEMPTED
@@ -26,24 +26,10 @@ STEPS = 16  # 64 rows / batch 8 = 8 steps per epoch × 2 epochs
 
 
 def train_args(data: Path, model: Path, out: Path, *extra: str, bucket: str | None = None) -> list[str]:
-    args = [
-        "train",
-        "--data-path",
-        str(data),
-        "--model",
-        str(model),
-        "--project-name",
-        str(out),
-        "--max-samples",
-        "64",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--max-seq-length",
-        "32",
-        "--max-target-length",
-        "8",
+    args = tiny_train_args(
+        data,
+        model,
+        out,
         "--lr",
         "3e-3",
         "--warmup-ratio",
@@ -59,7 +45,8 @@ def train_args(data: Path, model: Path, out: Path, *extra: str, bucket: str | No
         "--early-stopping-patience",
         "0",
         *extra,
-    ]
+        max_samples=64,
+    )
     if bucket:
         args += ["--output-uri", f"s3://{bucket}/run"]
     return args

@@ -3,6 +3,7 @@ dataloader workers, the fused AdamW on CUDA) and evaluation that does not domina
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from launch_helpers import without_dropout
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
 from job.params import Seq2SeqParams
 from job.pipeline import train
@@ -215,9 +216,22 @@ def test_generation_stops_when_every_row_has_finished(tiny_t5_dir) -> None:
     assert out.shape[1] == 2  # the decoder start token and eos: the batch stopped at the first step
 
 
-@pytest.mark.parametrize(("fixture", "beams"), [("tiny_t5_dir", 1), ("tiny_bart_dir", 1), ("tiny_bart_dir", 2)])
-def test_evaluation_encodes_each_batch_once_with_the_same_results(fixture, beams, request, keywords_task_dir) -> None:
-    """Seq2SeqTrainer runs the encoder in generate and again for the loss; ours once, with identical figures."""
+@pytest.mark.parametrize(
+    ("fixture", "beams", "chunk_tokens"),
+    [("tiny_t5_dir", 1, None), ("tiny_bart_dir", 1, None), ("tiny_bart_dir", 2, None), ("tiny_t5_dir", 1, 16)],
+)
+def test_evaluation_encodes_each_batch_once_with_the_same_results(
+    fixture, beams, chunk_tokens, request, keywords_task_dir, monkeypatch
+) -> None:
+    """Seq2SeqTrainer runs the encoder in generate and again for the loss; ours once, with identical figures.
+
+    chunk_tokens: the CPU encoder chunks made tiny, so every batch is encoded in several chunks of rows, each
+    at its own width.
+    """
+    from job.training import eval_batching
+
+    if chunk_tokens:
+        monkeypatch.setattr(eval_batching, "CPU_ENCODER_CHUNK_TOKENS", chunk_tokens)
     from job.data import load_data
     from job.preprocess import tokenize_data
     from job.training.build import build_trainer
@@ -240,7 +254,10 @@ def test_evaluation_encodes_each_batch_once_with_the_same_results(fixture, beams
     ours, ours_calls = evaluate(share=True)
     plain, plain_calls = evaluate(share=False)
     # 40 rows in batches of 8; beam search (which expands the encoder output in place) keeps the plain path
-    assert (ours_calls, plain_calls) == ((5, 10) if beams == 1 else (10, 10))
+    if chunk_tokens:
+        assert plain_calls == 10 and ours_calls > 10, ours_calls  # the chunks: several per batch
+    else:
+        assert (ours_calls, plain_calls) == ((5, 10) if beams == 1 else (10, 10))
     for key in ("eval_loss", "eval_rouge1", "eval_rougeL", "eval_gen_len"):
         assert ours[key] == pytest.approx(plain[key], abs=1e-5), key
 
@@ -255,3 +272,51 @@ def test_gradient_checkpointing_flag_is_on_off_or_unset() -> None:
     assert parsed("--gradient-checkpointing") == {"gradient_checkpointing": True}
     assert parsed("--no-gradient-checkpointing") == {"gradient_checkpointing": False}
     assert parsed() == {}  # unset: on for 8/4-bit LoRA, off otherwise
+
+
+def test_cpu_encoder_chunks_keep_rows_times_width_within_the_budget() -> None:
+    from job.training.eval_batching import CPU_ENCODER_CHUNK_TOKENS, encoder_chunks
+
+    lengths = [200] * 30 + [100] * 50 + [10] * 100  # an evaluation batch sorted longest-first
+    chunks = encoder_chunks("cpu", lengths)
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))  # contiguous, every row once
+    for start, end in chunks:
+        assert (end - start) * max(lengths[start:end]) <= CPU_ENCODER_CHUNK_TOKENS
+    # 20 rows of 200; 10 of 200 with 10 of 100 (20 × 200); 40 of 100; the 100 short ones together
+    assert chunks == [(0, 20), (20, 40), (40, 80), (80, 180)]
+    assert encoder_chunks("cpu", [5000, 3]) == [(0, 1), (1, 2)]  # a row longer than the budget is its own chunk
+    assert encoder_chunks("cuda", lengths) == [(0, len(lengths))]  # a GPU takes the batch whole
+
+
+def test_eval_loss_is_the_token_mean_over_the_split_for_any_batch_size(tiny_t5_dir, keywords_task_dir) -> None:
+    """Per-batch means weighted by rows moved with the batch size; the token mean over the split does not."""
+    import torch.nn.functional as F
+
+    from job.data import load_data
+    from job.preprocess import tokenize_data
+    from job.training.build import build_trainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_t5_dir)
+    data = load_data(data_path=str(keywords_task_dir), valid_split="validation")
+    tokens = tokenize_data(data, tokenizer, max_seq_length=32, max_target_length=8)
+    losses = {}
+    for batch in (3, 40):
+        for loss_only in (False, True):  # with generation (the default), and the Trainer's loss-only path
+            params = Seq2SeqParams(data_path="d", eval_batch_size=batch, max_target_length=8)
+            model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir)
+            trainer = build_trainer(params=params, model=model, tokenizer=tokenizer, data=tokens)
+            trainer.args.prediction_loss_only = loss_only
+            losses[batch, loss_only] = trainer.evaluate()["eval_loss"]
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5_dir).eval()
+    collate = DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+    rows = [{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in tokens.valid]
+    total = count = 0.0
+    with torch.no_grad():
+        for row in rows:  # one row at a time: no padding anywhere
+            batch = collate([row])
+            logits = model(**batch).logits
+            total += F.cross_entropy(logits[0], batch["labels"][0], ignore_index=-100, reduction="sum").item()
+            count += int(batch["labels"].ne(-100).sum())
+    for key, loss in losses.items():
+        assert loss == pytest.approx(total / count, rel=1e-5), (key, losses)

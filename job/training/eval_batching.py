@@ -11,6 +11,13 @@ longest-first, so the first batch is the largest) and the device:
 * CUDA: half the memory left after the optimizer's state, over an estimate of what one row holds during
   generation (the encoder output and the decoder's self- and cross-attention caches, per beam, and the logits).
 
+The one encoder pass of each evaluation batch (:meth:`job.training.trainer.JobTrainer.prediction_step`) runs
+on CPU in chunks of about :data:`CPU_ENCODER_CHUNK_TOKENS` input tokens, each at its own width
+(:func:`encoder_chunks`), so that the batch can be as large as generation likes while the encoder works on
+cache-sized pieces without the batch's padding. Measured on 2 cores (T5 d_model 256, 4+4
+layers, 200 rows, longest input ~200 tokens): with 2 generated tokens, eval batch 80 took 4.48 s, 16 took 2.42 s
+and 8 took 2.65 s; with 32 generated tokens, batch 70 took 5.77 s, 24 took 5.25 s and 12 took 6.14 s.
+
 Generation already stops a batch as soon as every row has produced ``eos_token_id``;
 :func:`ensure_eos` makes sure the model's generation config has one.
 """
@@ -27,6 +34,7 @@ import pyarrow.compute as pc
 log = logging.getLogger(__name__)
 
 CPU_TOKEN_BUDGET = 16_384
+CPU_ENCODER_CHUNK_TOKENS = 4096
 MAX_EVAL_BATCH = 256
 ADAM_BYTES_PER_PARAMETER = 16  # fp32 gradient + two fp32 moments + the fp32 master weight under mixed precision
 
@@ -75,6 +83,27 @@ def auto_eval_batch_size(
         size = budget // max(1, per_row)
         why = f"half of {budget * 2 / 2**30:.1f} GiB free after the optimizer / {per_row / 2**20:.1f} MiB per row"
     return max(1, min(size, MAX_EVAL_BATCH, max(1, rows))), why
+
+
+def encoder_chunks(device_type: str, lengths: list[int]) -> list[tuple[int, int]]:
+    """Row ranges ``[start, end)`` for the encoder pass of one evaluation batch whose rows have ``lengths`` tokens.
+
+    On a GPU the whole batch is one chunk. On CPU consecutive rows are grouped while ``rows × longest`` stays
+    within :data:`CPU_ENCODER_CHUNK_TOKENS` (at least one row per chunk); each chunk is then run at its own
+    width, so a large generation batch of sorted rows does not pad its short rows to the longest one.
+    """
+    if device_type != "cpu" or not lengths:
+        return [(0, len(lengths))]
+    chunks: list[tuple[int, int]] = []
+    start, widest = 0, 0
+    for index, length in enumerate(lengths):
+        wider = max(widest, length)
+        if index > start and (index - start + 1) * wider > CPU_ENCODER_CHUNK_TOKENS:
+            chunks.append((start, index))
+            start, wider = index, length
+        widest = wider
+    chunks.append((start, len(lengths)))
+    return chunks
 
 
 def subset_rows(rows: int, max_samples: int | None, *, seed: int) -> list[int] | None:

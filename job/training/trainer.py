@@ -12,8 +12,12 @@ reduces gradients in every backward pass, :func:`job.training.build.group_cost` 
 
 :meth:`JobTrainer.prediction_step`: ``Seq2SeqTrainer`` runs the encoder twice per evaluation batch, once in
 ``generate`` and once more for the loss; here the encoder's output is computed once and given to both, which
-halves the encoder's share of evaluation (most of it when inputs are long and outputs short); the model's
+halves the encoder's share of evaluation (most of it when inputs are long and outputs short), in cache-sized
+chunks on CPU (:func:`job.training.eval_batching.encoder_chunks`); the model's
 generation config is left as it was (:mod:`job.generation`), and evaluation rows keep their order.
+
+And from :class:`job.training.eval_loss.TokenMeanEvalLoss`: ``eval_loss`` / ``test_loss`` are the token mean
+over the whole split, not a mean of per-batch means that moves with the evaluation batch size.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler, SequentialSampler
 from transformers import Seq2SeqTrainer
+from transformers.modeling_outputs import BaseModelOutput
 
 from job import generation
+from job.training.eval_batching import encoder_chunks
+from job.training.eval_loss import TokenMeanEvalLoss
 from job.training.microbatches import GroupCost, PaddingCount, split_batch
 
 
-class JobTrainer(Seq2SeqTrainer):
+class JobTrainer(TokenMeanEvalLoss, Seq2SeqTrainer):
     """``Seq2SeqTrainer`` plus length-sorted micro-batches inside each training step (``group_cost=None``: off);
     evaluation rows in their order, and the model's generation config left as it was."""
 
@@ -78,13 +85,31 @@ class JobTrainer(Seq2SeqTrainer):
         encoder = self._shared_encoder(model, inputs, prediction_loss_only, gen_kwargs)
         if encoder is not None:
             inputs = self._prepare_inputs(inputs)
-            with torch.no_grad(), self.accelerator.autocast():
-                encoded = encoder(
-                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], return_dict=True
-                )
-            inputs = {**inputs, "encoder_outputs": encoded}  # generate and the loss forward both skip the encoder
+            inputs = {**inputs, "encoder_outputs": self._encode(encoder, inputs)}  # generate and the loss skip it
         with generation.kept_generation_config(self.model):  # see job.generation
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
+    def _encode(self, encoder: torch.nn.Module, inputs: dict[str, Any]) -> BaseModelOutput:
+        """The encoder's output for the batch; on CPU in chunks of rows, each at its own width (eval_batching).
+
+        A chunk's columns outside its rows' attention mask are left zero: cross-attention masks them out.
+        """
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        chunks = encoder_chunks(ids.device.type, mask.sum(dim=1).tolist())
+        with torch.no_grad(), self.accelerator.autocast():
+            if len(chunks) == 1:
+                return encoder(input_ids=ids, attention_mask=mask, return_dict=True)
+            hidden: torch.Tensor | None = None
+            for start, end in chunks:
+                used = mask[start:end].any(dim=0).nonzero().flatten()
+                lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 1)
+                out = encoder(
+                    input_ids=ids[start:end, lo:hi], attention_mask=mask[start:end, lo:hi], return_dict=True
+                ).last_hidden_state
+                if hidden is None:
+                    hidden = out.new_zeros(ids.shape[0], ids.shape[1], out.shape[-1])
+                hidden[start:end, lo:hi] = out
+        return BaseModelOutput(last_hidden_state=hidden)
 
     def _shared_encoder(self, model: torch.nn.Module, inputs: dict[str, Any], loss_only: bool, gen: dict) -> Any:
         """The encoder to run once per evaluation batch, or None to leave prediction_step as it is.
