@@ -15,8 +15,10 @@ The one encoder pass of each evaluation batch (:meth:`job.training.trainer.JobTr
 on CPU in chunks of about :data:`CPU_ENCODER_CHUNK_TOKENS` input tokens, each at its own width
 (:func:`encoder_chunks`), so that the batch can be as large as generation likes while the encoder works on
 cache-sized pieces without the batch's padding. Measured on 2 cores (T5 d_model 256, 4+4
-layers, 200 rows, longest input ~200 tokens): with 2 generated tokens, eval batch 80 took 4.48 s, 16 took 2.42 s
-and 8 took 2.65 s; with 32 generated tokens, batch 70 took 5.77 s, 24 took 5.25 s and 12 took 6.14 s.
+layers, 200 rows, longest input ~200 tokens; one encoder pass per batch, no chunks): with 2 generated tokens,
+eval batch 80 took 4.48 s, 16 took 2.42 s and 8 took 2.65 s; with 32 generated tokens, batch 70 took 5.77 s, 24
+took 5.25 s and 12 took 6.14 s. With the chunks, in pairs: batch 80 (2 generated) 3.11 and 2.82 s against 3.97 and
+4.12 s without; batch 70 (32 generated) 4.56 and 4.61 s against 5.52 and 6.19 s.
 
 Generation already stops a batch as soon as every row has produced ``eos_token_id``;
 :func:`ensure_eos` makes sure the model's generation config has one.
