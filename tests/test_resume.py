@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from job_process import run_job
+from job_process import run_job, tiny_train_args
 
 from job import manifest, resume
 from job.context import read_context
@@ -209,16 +209,6 @@ def test_auto_downloads_the_newest_complete_remote_checkpoint(s3_bucket, tmp_pat
 CLI_TASK = [
     "--valid-split",
     "validation[:8]",
-    "--max-samples",
-    "64",
-    "--batch-size",
-    "8",
-    "--epochs",
-    "2",
-    "--max-seq-length",
-    "32",
-    "--max-target-length",
-    "8",
     "--lr",
     "0.003",
     "--warmup-ratio",
@@ -227,7 +217,7 @@ CLI_TASK = [
     "0",
     "--logging-steps",
     "1",
-]  # the same run as TASK
+]  # with tiny_train_args(max_samples=64): the same run as TASK
 
 
 def snapshot(folder: Path) -> dict[str, int]:
@@ -240,16 +230,7 @@ def test_rerun_of_a_finished_job_exits_0_at_once_and_overwrite_trains_again(
     out = tmp_path / "run"
     metrics = train(params_for(out, keywords_task_dir, tiny_t5_dir))
     before = snapshot(out)
-    command = [
-        "train",
-        "--data-path",
-        str(keywords_task_dir),
-        "--model",
-        str(tiny_t5_dir),
-        "--project-name",
-        str(out),
-        *CLI_TASK,
-    ]
+    command = tiny_train_args(keywords_task_dir, tiny_t5_dir, out, *CLI_TASK, max_samples=64)
 
     rc, rerun = run_job(*command)
     assert rc == 0, rerun.tail()
