@@ -18,30 +18,28 @@ import torch
 
 
 class TokenLoss:
-    """Running sums of (batch loss × target tokens) and target tokens for one evaluation."""
+    """Running sums ``[Σ batch loss × target tokens, Σ target tokens]`` for one evaluation, on the loss's device."""
 
     def __init__(self) -> None:
-        self.total: torch.Tensor | None = None
-        self.tokens: torch.Tensor | None = None
+        self.sums: torch.Tensor | None = None
 
     def add(self, loss: torch.Tensor | None, labels: torch.Tensor | None) -> None:
-        """One batch: its loss (a mean over its target tokens) and its labels (-100 where there is no target)."""
+        """One batch: its loss (a mean over its target tokens) and its labels (-100 where there is no target).
+
+        A non-finite batch counts for nothing, as under the Trainer's ``logging_nan_inf_filter``.
+        """
         if loss is None or labels is None:
             return
-        loss = loss.detach().float().reshape(())
+        loss = loss.detach().to(torch.float64).reshape(())
         tokens = labels.ne(-100).sum().to(loss.device, torch.float64)
-        if not torch.isfinite(loss):  # as the Trainer's logging_nan_inf_filter: a non-finite batch is left out
-            return
-        part = loss.to(torch.float64) * tokens
-        self.total = part if self.total is None else self.total + part
-        self.tokens = tokens if self.tokens is None else self.tokens + tokens
+        kept = torch.isfinite(loss)
+        part = torch.stack([torch.where(kept, loss * tokens, 0.0), torch.where(kept, tokens, 0.0)])
+        self.sums = part if self.sums is None else self.sums + part
 
     def mean(self, accelerator: Any) -> float | None:
         """Σ loss × tokens / Σ tokens over every process; None when no batch had a finite loss and targets."""
         device = accelerator.device
-        sums = torch.zeros(2, dtype=torch.float64, device=device)
-        if self.total is not None and self.tokens is not None:
-            sums[0], sums[1] = self.total.to(device), self.tokens.to(device)
+        sums = torch.zeros(2, dtype=torch.float64, device=device) if self.sums is None else self.sums.to(device)
         if accelerator.num_processes > 1:
             sums = accelerator.reduce(sums, reduction="sum")
         return float(sums[0] / sums[1]) if sums[1] > 0 else None
